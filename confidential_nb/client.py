@@ -1,0 +1,363 @@
+"""The host side: start the enclave, verify its attestation, send runs, check receipts.
+
+`Enclave` starts the monitor as ``python -I -m confidential_nb.enclave`` in
+its own session with its standard streams on /dev/null, talks to it over an
+inherited socket, and verifies a fresh attestation before the first run.
+Nothing here ever loads a private key.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import threading
+import uuid
+import weakref
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from . import errors
+from .keys import PublicKey, home_dir, load_public_key, load_root_public
+from .protocol import ProtocolError, recv_message, send_message
+from .sandbox import clean_environment
+
+if TYPE_CHECKING:
+    from .attestation import AttestationDocument
+    from .results import RunResult
+    from .sealing import Sealed
+
+log = logging.getLogger("confidential_nb.client")
+
+# Seconds the host waits beyond a run's own timeout before it gives up on the monitor.
+_HOST_GRACE_SECONDS = 30.0
+_START_TIMEOUT_SECONDS = 60.0
+_RESERVED_NAMES = frozenset({"result", "__builtins__", "__name__"})
+
+_ERROR_KINDS: dict[str, type[errors.ConfidentialNBError]] = {
+    "exception": errors.EnclaveError,
+    "timeout": errors.EnclaveTimeoutError,
+    "resource": errors.EnclaveResourceError,
+    "crash": errors.EnclaveResourceError,
+    "seal": errors.SealError,
+    "wrong_key": errors.WrongKeyError,
+    "policy": errors.PolicyError,
+    "egress": errors.EgressError,
+    "encoding": errors.EncodingError,
+}
+
+
+def _monitor_command(home: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-I", "-m", "confidential_nb.enclave", "--home", str(home), *extra]
+
+
+def ensure_public_key(home: Path | None = None) -> PublicKey:
+    """Return the key home's enclave public key, creating the keys with a one-shot enclave if needed."""
+    resolved = home or home_dir()
+    try:
+        return load_public_key(resolved)
+    except FileNotFoundError:
+        pass
+
+    log.info("creating the enclave keys in %s", resolved)
+    completed = subprocess.run(
+        _monitor_command(resolved, "--init-keys"),
+        env=clean_environment(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        timeout=_START_TIMEOUT_SECONDS, check=False,
+    )
+    if completed.returncode != 0:
+        raise errors.EnclaveError(
+            f"the enclave failed to create its keys in {resolved} (exit status {completed.returncode}); "
+            f"see {resolved / 'enclave.log'} and check that the directory is writable"
+        )
+    return load_public_key(resolved)
+
+
+class Enclave:
+    """Host handle of one enclave (a monitor process and its zygote).
+
+    The monitor starts on first use and stays up until `close`, the end of a
+    ``with`` block, or the end of the Python process.
+    """
+
+    def __init__(self, home: str | os.PathLike[str] | None = None) -> None:
+        self.home = Path(home).resolve() if home is not None else home_dir()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._channel: socket.socket | None = None
+        self._key: PublicKey | None = None
+        self._lock = threading.Lock()
+        self._finalizer = weakref.finalize(self, _stop_process, None, None)
+
+    def __enter__(self) -> Enclave:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, trace: TracebackType | None) -> None:
+        self.close()
+
+    # Lifecycle
+
+    def start(self) -> None:
+        """Start the monitor and verify its attestation, unless it is already running."""
+        with self._lock:
+            self._start_locked()
+
+    def _start_locked(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            return
+        ensure_public_key(self.home)
+
+        ours, theirs = socket.socketpair()
+        process = subprocess.Popen(
+            _monitor_command(self.home, "--fd", str(theirs.fileno())),
+            pass_fds=(theirs.fileno(),), env=clean_environment(), start_new_session=True,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        theirs.close()
+        self._process, self._channel = process, ours
+        self._finalizer.detach()
+        self._finalizer = weakref.finalize(self, _stop_process, process, ours)
+        log.info("enclave monitor started as pid %d", process.pid)
+
+        try:
+            self._key = self._verify_attestation()
+        except BaseException:
+            self._close_locked()
+            raise
+
+    def _verify_attestation(self) -> PublicKey:
+        nonce = secrets.token_hex(32)
+        document = self._attest_locked(nonce)
+        key = document.verify(load_root_public(self.home), nonce=nonce)
+        expected = load_public_key(self.home)
+        if key.fingerprint != expected.fingerprint:
+            raise errors.AttestationError(
+                f"the enclave attests key {key.fingerprint[:16]}, but the key home's current key is "
+                f"{expected.fingerprint[:16]}; restart the enclave"
+            )
+        return key
+
+    def close(self) -> None:
+        """Stop the monitor (and with it the zygote and any runner)."""
+        with self._lock:
+            self._close_locked()
+
+    def _close_locked(self) -> None:
+        process, channel = self._process, self._channel
+        self._process = self._channel = None
+        self._finalizer.detach()
+        _stop_process(process, channel)
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    # Requests
+
+    def _request(self, header: dict[str, Any], attachments: list[bytes], timeout: float) -> tuple[dict[str, Any], list[bytes]]:
+        """Send one request and wait for its reply; on any failure mid-way, stop the monitor."""
+        assert self._channel is not None
+        try:
+            self._channel.settimeout(timeout)
+            send_message(self._channel, header, attachments)
+            return recv_message(self._channel)
+        except TimeoutError:
+            self._close_locked()
+            raise errors.EnclaveTimeoutError(
+                f"the enclave did not answer within {timeout:g} seconds and was restarted; try the run again"
+            ) from None
+        except (ProtocolError, OSError) as exc:
+            self._close_locked()
+            raise errors.EnclaveError(
+                f"the enclave process stopped unexpectedly ({exc}); it restarts on the next run, see {self.home / 'enclave.log'}"
+            ) from None
+        except BaseException:
+            # An interrupt leaves the channel mid-message, so the monitor cannot be reused.
+            self._close_locked()
+            raise
+
+    def _attest_locked(self, nonce: str) -> AttestationDocument:
+        from .attestation import AttestationDocument
+
+        header, _ = self._request({"op": "attest", "nonce": nonce}, [], _START_TIMEOUT_SECONDS)
+        if not header.get("ok"):
+            raise errors.AttestationError(f"the enclave failed to attest: {header.get('message')}")
+        return AttestationDocument.from_dict(header.get("document"))
+
+    def attest(self, nonce: str | bytes | None = None) -> AttestationDocument:
+        """Return a fresh attestation document over `nonce` (hex or bytes; random if None)."""
+        text = nonce.hex() if isinstance(nonce, bytes) else (nonce or secrets.token_hex(32))
+        with self._lock:
+            self._start_locked()
+            return self._attest_locked(text)
+
+    def public_key(self) -> PublicKey:
+        """Return the enclave's attested public key (starting the enclave if needed)."""
+        with self._lock:
+            self._start_locked()
+            assert self._key is not None
+            return self._key
+
+    def status(self) -> dict[str, Any]:
+        """Return the monitor's pid, key fingerprint, run count and active sandbox layers."""
+        from .limits import DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT_SECONDS
+
+        with self._lock:
+            self._start_locked()
+            header, _ = self._request({"op": "status"}, [], _START_TIMEOUT_SECONDS)
+            assert self._process is not None and self._key is not None
+            return {
+                "running": True,
+                "monitor_pid": self._process.pid,
+                "zygote_pid": header.get("zygote_pid"),
+                "runs": header.get("runs"),
+                "key_fingerprint": self._key.fingerprint,
+                "kem": self._key.kem,
+                "home": str(self.home),
+                "default_timeout_seconds": DEFAULT_TIMEOUT_SECONDS,
+                "default_memory_bytes": DEFAULT_MEMORY_BYTES,
+                "layers": header.get("layers", {}),
+            }
+
+    def run(
+        self,
+        source: str,
+        inputs: Mapping[str, Sealed] | None = None,
+        params: Mapping[str, object] | None = None,
+        *,
+        timeout: float | None = None,
+        memory: int | str | None = None,
+        debug: bool = False,
+    ) -> RunResult:
+        """Run `source` in a fresh runner with `inputs` unsealed and `params` bound by name.
+
+        The value is the variable ``result`` when the source sets it, else its
+        last expression. Defaults: a 10-minute timeout, and a memory limit of
+        4 GiB or 4x the sealed inputs, whichever is larger.
+        """
+        from .limits import DEFAULT_TIMEOUT_SECONDS, parse_size
+
+        request, attachments = _build_request(source, inputs or {}, params or {}, debug)
+        wait = float(timeout) if timeout is not None else DEFAULT_TIMEOUT_SECONDS
+        if wait <= 0:
+            raise ValueError(f"invalid timeout {timeout!r}: expected a positive number of seconds")
+        request["timeout"] = wait
+        request["memory"] = parse_size(memory) if memory is not None else None
+
+        with self._lock:
+            self._start_locked()
+            header, replies = self._request(request, attachments, wait + _HOST_GRACE_SECONDS)
+            assert self._key is not None
+            return _finish_run(header, replies, request["nonce"], self._key)
+
+
+def _build_request(source: str, inputs: Mapping[str, Sealed], params: Mapping[str, object], debug: bool) -> tuple[dict[str, Any], list[bytes]]:
+    from .result_codec import encode_result
+    from .sealing import Sealed
+
+    if not isinstance(source, str):
+        raise TypeError(f"source must be a str of Python code, not {type(source).__name__}")
+    specs: list[dict[str, str]] = []
+    attachments: list[bytes] = []
+    for name, sealed in inputs.items():
+        _check_name(name, "input")
+        if not isinstance(sealed, Sealed):
+            raise TypeError(f"input {name!r} must be a Sealed (from confidential_nb.seal), not {type(sealed).__name__}")
+        specs.append({"name": name})
+        attachments.append(bytes(sealed))
+    for name in params:
+        _check_name(name, "parameter")
+        if name in inputs:
+            raise ValueError(f"name {name!r} is both an input and a parameter; rename one of them")
+    if params:
+        attachments.append(encode_result(dict(params)))
+
+    request = {"op": "run", "run_id": uuid.uuid4().hex, "nonce": secrets.token_hex(32), "source": source,
+               "inputs": specs, "has_params": bool(params), "debug": bool(debug)}
+    return request, attachments
+
+
+def _check_name(name: object, what: str) -> None:
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"invalid {what} name {name!r}: it must be a Python identifier")
+    if name in _RESERVED_NAMES:
+        raise ValueError(f"invalid {what} name {name!r}: it is reserved for the run's result; choose another name")
+
+
+def _finish_run(header: dict[str, Any], attachments: list[bytes], nonce: str, key: PublicKey) -> RunResult:
+    from .attestation import Receipt
+    from .result_codec import decode_result
+    from .results import RunResult
+
+    if not header.get("ok"):
+        raise _error_from_reply(header)
+    if len(attachments) != 1:
+        raise errors.ProtocolError("the enclave's reply carries no result")
+
+    blob = attachments[0]
+    receipt = Receipt.from_dict(header.get("receipt"), signer=key)
+    receipt.verify()
+    receipt.check_binding(nonce=nonce, result=blob)
+    value = decode_result(blob)
+    warnings = [str(text) for text in header.get("warnings", [])]
+    return RunResult(value=value, receipt=receipt, withheld_lines=int(header.get("withheld_lines", 0)), warnings=warnings)
+
+
+def _error_from_reply(header: dict[str, Any]) -> errors.ConfidentialNBError:
+    kind = str(header.get("kind"))
+    if kind == "exception":
+        return _exception_error(header)
+    error_class = _ERROR_KINDS.get(kind, errors.EnclaveError)
+    message = str(header.get("message") or "the run failed")
+    if kind == "resource" and header.get("resource") == "memory" and "limit" not in header:
+        message = ("the run ran out of memory (MemoryError inside the enclave); raise the limit with --memory "
+                   "(or memory=), or work on a sample of the data")
+    return error_class(message)
+
+
+def _exception_error(header: dict[str, Any]) -> errors.EnclaveError:
+    name = str(header.get("exception_type"))
+    line = header.get("line")
+    where = f"at line {line} of the cell" if line else "outside the cell's own lines"
+    message = header.get("message")
+    if message:
+        text = f"the cell raised {name} {where}: {message}"
+    else:
+        text = (f"the cell raised {name} {where}; its message stays inside the enclave because it may contain data, "
+                "so check that line and the schema of the sealed input")
+    return errors.EnclaveError(text, exception_type=name, line=int(line) if line else None)
+
+
+def _stop_process(process: subprocess.Popen[bytes] | None, channel: socket.socket | None) -> None:
+    """Close the channel and make sure the monitor's whole session is gone."""
+    if channel is not None:
+        with contextlib.suppress(OSError):
+            channel.close()
+    if process is None:
+        return
+    try:
+        process.wait(timeout=2)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, 9)
+        process.wait()
+
+
+_default: Enclave | None = None
+_default_lock = threading.Lock()
+
+
+def default_enclave() -> Enclave:
+    """Return the enclave the notebook magics share, on the key home of this process."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Enclave()
+            atexit.register(_default.close)
+        return _default

@@ -1,0 +1,256 @@
+"""The monitor: holds the keys, unseals, enforces policy, guards egress, signs receipts.
+
+It never runs user code. Each run goes to a fresh runner forked by the
+zygote; the monitor hands the runner plaintext over a private socket pair,
+takes its encoded result, kills the runner's process group, and only then
+checks, signs and releases the result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..attestation import sign_document, sign_receipt
+from ..errors import PolicyError, ProtocolError, SealError, WrongKeyError
+from ..functions import cell_checksum
+from ..keys import EnclaveKeys
+from ..limits import DEFAULT_FILE_SIZE_BYTES, DEFAULT_OPEN_FILES, DEFAULT_TIMEOUT_SECONDS, memory_limit_for
+from ..policy import Policy
+from ..protocol import PeerClosedError, recv_message, send_fd, send_message
+from ..sandbox import Limits, clean_environment, layer_report
+from ..sealing import unseal_bytes
+
+log = logging.getLogger("confidential_nb.enclave")
+
+# A runner killed by one of these signals hit its CPU-time or file-size limit.
+_LIMIT_SIGNALS = {signal.SIGXCPU: "CPU time", signal.SIGXFSZ: "file size"}
+
+
+@dataclass
+class Reply:
+    """A reply to the host: a JSON header and binary attachments."""
+
+    header: dict[str, Any]
+    attachments: list[bytes] = field(default_factory=list)
+
+
+def failure(kind: str, message: str, **details: Any) -> Reply:
+    return Reply({"ok": False, "kind": kind, "message": message, **details})
+
+
+class Monitor:
+    """Serves host requests over one channel until the host closes it."""
+
+    def __init__(self, keys: EnclaveKeys, home: Path, channel: socket.socket) -> None:
+        self.keys = keys
+        self.home = home
+        self.channel = channel
+        self.scratch_root = home / "scratch"
+        self.scratch_root.mkdir(mode=0o700, exist_ok=True)
+        self.zygote, self.zygote_channel = self._start_zygote()
+        self.runs = 0
+        self.reaped: set[int] = set()
+
+    def _start_zygote(self) -> tuple[subprocess.Popen[bytes], socket.socket]:
+        ours, theirs = socket.socketpair()
+        process = subprocess.Popen(
+            [sys.executable, "-I", "-m", "confidential_nb.enclave.zygote", "--fd", str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),),
+            env=clean_environment(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=self.scratch_root,
+        )
+        theirs.close()
+        log.info("zygote started as pid %d", process.pid)
+        return process, ours
+
+    def serve(self) -> None:
+        while True:
+            try:
+                header, attachments = recv_message(self.channel)
+            except PeerClosedError:
+                log.info("host closed the channel; shutting down")
+                return
+            if header.get("op") == "shutdown":
+                send_message(self.channel, {"ok": True})
+                return
+            reply = self.handle(header, attachments)
+            send_message(self.channel, reply.header, reply.attachments)
+
+    def handle(self, header: dict[str, Any], attachments: list[bytes]) -> Reply:
+        operation = header.get("op")
+        try:
+            if operation == "attest":
+                document = sign_document(self.keys, str(header["nonce"]), layer_report())
+                return Reply({"ok": True, "document": document.to_dict()})
+            if operation == "status":
+                return Reply({"ok": True, "zygote_pid": self.zygote.pid, "runs": self.runs, "layers": layer_report()})
+            if operation == "run":
+                return self.run(header, attachments)
+            return failure("protocol", f"unknown operation {operation!r}")
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("malformed %s request: %s", operation, type(exc).__name__)
+            return failure("protocol", f"malformed {operation} request ({type(exc).__name__})")
+
+    def run(self, header: dict[str, Any], attachments: list[bytes]) -> Reply:
+        run_id = str(header["run_id"])
+        source = str(header["source"])
+        checksum = cell_checksum(source)
+        debug = bool(header.get("debug", False))
+        specs = list(header["inputs"])
+        if len(attachments) != len(specs) + (1 if header.get("has_params") else 0):
+            return failure("protocol", "the number of attachments does not match the inputs")
+        log.info("run %s: %d inputs, function %s", run_id, len(specs), checksum[:12])
+
+        unsealed = self._unseal_inputs(specs, attachments, checksum, debug)
+        if isinstance(unsealed, Reply):
+            return unsealed
+        plaintexts, policies, kinds = unsealed
+
+        timeout = float(header.get("timeout") or DEFAULT_TIMEOUT_SECONDS)
+        requested_memory = header.get("memory")
+        memory = memory_limit_for(sum(len(p) for p in plaintexts), int(requested_memory) if requested_memory else None)
+        limits = Limits(memory_bytes=memory, cpu_seconds=int(timeout) + 5,
+                        file_size_bytes=DEFAULT_FILE_SIZE_BYTES, open_files=DEFAULT_OPEN_FILES)
+
+        request = {"op": "run", "source": source, "has_params": bool(header.get("has_params")),
+                   "inputs": [{"name": spec["name"], "kind": kind} for spec, kind in zip(specs, kinds)]}
+        payloads = plaintexts + ([attachments[-1]] if header.get("has_params") else [])
+        started = time.time()
+        reply = self._run_in_runner(request, payloads, limits, timeout)
+        del plaintexts, payloads
+        self.runs += 1
+        if not reply.header.get("ok"):
+            log.info("run %s failed: %s", run_id, reply.header.get("kind"))
+            return reply
+
+        result = reply.attachments[0]
+        limit = min(policy.max_result_bytes for policy in policies) if policies else None
+        if limit is not None and len(result) > limit:
+            log.info("run %s: result of %d bytes withheld (limit %d)", run_id, len(result), limit)
+            return failure("egress", f"the result is {len(result)} bytes, more than the {limit} bytes the input's policy allows; return aggregates, not rows")
+
+        receipt = sign_receipt(self.keys, {
+            "run_id": run_id,
+            "nonce": str(header["nonce"]),
+            "function_checksum": checksum,
+            "inputs": {spec["name"]: hashlib.sha256(blob).hexdigest() for spec, blob in zip(specs, attachments)},
+            "params_digest": hashlib.sha256(attachments[-1]).hexdigest() if header.get("has_params") else None,
+            "result_digest": hashlib.sha256(result).hexdigest(),
+            "result_bytes": len(result),
+            "started": round(started, 3),
+            "finished": round(time.time(), 3),
+        })
+        log.info("run %s finished: %d result bytes", run_id, len(result))
+        return Reply({"ok": True, "receipt": receipt.to_dict(), "withheld_lines": reply.header.get("withheld_lines", 0),
+                      "warnings": reply.header.get("warnings", []), "memory_limit": memory}, [result])
+
+    def _unseal_inputs(
+        self, specs: list[dict[str, Any]], attachments: list[bytes], checksum: str, debug: bool
+    ) -> tuple[list[bytes], list[Policy], list[str]] | Reply:
+        """Authenticate, decrypt and policy-check every input, or return the failure reply."""
+        plaintexts, policies, kinds = [], [], []
+        for spec, blob in zip(specs, attachments):
+            name = spec["name"]
+            try:
+                header, payload = unseal_bytes(blob, self.keys.hpke_private, self.keys.public)
+                policy = Policy.from_dict(header.metadata.get("policy"))
+                policy.check_run(checksum, debug=debug)
+            except WrongKeyError as exc:
+                return failure("wrong_key", f"input {name!r}: {exc}", input=name)
+            except SealError as exc:
+                log.warning("input %r failed to unseal", name)
+                return failure("seal", f"input {name!r}: {exc}", input=name)
+            except PolicyError as exc:
+                return failure("policy", f"input {name!r}: {exc}", input=name)
+            plaintexts.append(payload)
+            policies.append(policy)
+            kinds.append(header.content_type)
+        return plaintexts, policies, kinds
+
+    def _run_in_runner(self, request: dict[str, Any], payloads: list[bytes], limits: Limits, timeout: float) -> Reply:
+        scratch = tempfile.mkdtemp(prefix="run-", dir=self.scratch_root)
+        ours, theirs = socket.socketpair()
+        pid: int | None = None
+        try:
+            send_fd(self.zygote_channel, {"op": "fork", "scratch": scratch, "limits": vars(limits)}, theirs.fileno())
+            theirs.close()
+            forked, _ = recv_message(self.zygote_channel)
+            if "pid" not in forked:
+                return self._fork_failure(forked, limits)
+            pid = int(forked["pid"])
+            return self._exchange(ours, pid, request, payloads, limits, timeout)
+        finally:
+            ours.close()
+            theirs.close()
+            if pid is not None and pid not in self.reaped:
+                self._end_runner(pid)
+            self.reaped.clear()
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _exchange(self, channel: socket.socket, pid: int, request: dict[str, Any], payloads: list[bytes],
+                  limits: Limits, timeout: float) -> Reply:
+        """Send the run to the runner and wait for its reply until the timeout."""
+        channel.settimeout(timeout)
+        try:
+            send_message(channel, request, payloads)
+            header, attachments = recv_message(channel)
+        except TimeoutError:
+            log.info("runner %d timed out after %g s", pid, timeout)
+            return failure("timeout", f"the run exceeded its timeout of {timeout:g} seconds and was stopped; "
+                                      "pass a larger --timeout (or timeout=) if it needs more time", timeout=timeout)
+        except (ProtocolError, OSError):
+            return self._crash_reply(pid, limits)
+        return Reply(header, attachments)
+
+    def _fork_failure(self, reply: dict[str, Any], limits: Limits) -> Reply:
+        if reply.get("error") == "memory":
+            return failure("resource", f"the memory limit of {limits.memory_bytes} bytes is below the "
+                                       f"{reply['baseline']} bytes a runner uses before running any code; "
+                                       "raise --memory (or memory=)", resource="memory", limit=limits.memory_bytes)
+        log.error("zygote refused to fork: %s", reply)
+        return failure("internal", f"the enclave could not start a runner ({reply.get('error')}); restart the enclave")
+
+    def _crash_reply(self, pid: int, limits: Limits) -> Reply:
+        status = self._end_runner(pid)
+        if -status in _LIMIT_SIGNALS:
+            name = _LIMIT_SIGNALS[signal.Signals(-status)]
+            return failure("resource", f"the run exceeded its {name} limit and was stopped", resource=name)
+        log.warning("runner %d ended without a reply, status %d", pid, status)
+        return failure("crash", f"the runner process ended without a result (exit status {status}); "
+                                f"if it ran out of memory, raise the limit of {limits.memory_bytes} bytes with --memory",
+                       status=status)
+
+    def _end_runner(self, pid: int) -> int:
+        """Kill the runner's process group (whatever it started goes too), reap it, return its status."""
+        for kill in (os.killpg, os.kill):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                kill(pid, signal.SIGKILL)
+        send_fd(self.zygote_channel, {"op": "wait", "pid": pid}, None)
+        reply, _ = recv_message(self.zygote_channel)
+        self.reaped.add(pid)
+        return int(reply["status"])
+
+    def close(self) -> None:
+        self.zygote_channel.close()
+        try:
+            self.zygote.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.zygote.kill()
+            self.zygote.wait()
+
