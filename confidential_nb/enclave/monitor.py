@@ -58,8 +58,8 @@ class Monitor:
         self.keys = keys
         self.home = home
         self.channel = channel
-        self.scratch_root = home / "scratch"
-        self.scratch_root.mkdir(mode=0o700, exist_ok=True)
+        # Runs work outside the key home, so a runner's working directory does not point at the keys.
+        self.scratch_root = Path(tempfile.mkdtemp(prefix="confidential_nb-"))
         self.zygote, self.zygote_channel = self._start_zygote()
         self.runs = 0
         self.reaped: set[int] = set()
@@ -247,6 +247,7 @@ class Monitor:
         return int(reply["status"])
 
     def close(self) -> None:
+        shutil.rmtree(self.scratch_root, ignore_errors=True)
         self.zygote_channel.close()
         try:
             self.zygote.wait(timeout=5)
