@@ -19,11 +19,13 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
+from .errors import ConfidentialNBError
 from .limits import DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT_SECONDS, MEMORY_PER_INPUT_BYTE, format_size, parse_size
 
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
 
+    from .keys import PublicKey
     from .results import RunResult
     from .sealing import Sealed
 
@@ -34,6 +36,9 @@ DEFAULT_BIND_NAME = "data"
 
 DEFAULT_OUT_NAME = "result"
 """Notebook variable that receives the `RunResult` when ``--out`` is not given."""
+
+_CELL_RESULT_NAME = "result"
+"""Variable whose value a run sends back, so no input or parameter may use the name."""
 
 _OUTPUT_CACHE_NAME = re.compile(r"^(_{1,3}|_\d+)$")
 """Names under which IPython's displayhook keeps outputs: _, __, ___ and _N."""
@@ -157,11 +162,17 @@ class ConfidentialMagics(Magics):
             raise UsageError("the %%cape cell is empty: write the code to run in the enclave below the %%cape line")
         inputs = resolve_inputs(namespace, args.inputs, args.bind_as)
         params = resolve_params(namespace, args.params)
+        check_run_names(list(inputs), list(params))
         timeout = parse_timeout(args.timeout)
         memory = parse_memory(args.memory)
         out_name = validate_identifier(args.out, "--out")
 
-        result = run_in_enclave(cell, inputs, params, timeout=timeout, memory=memory)
+        try:
+            result = run_in_enclave(cell, inputs, params, timeout=timeout, memory=memory)
+        except ConfidentialNBError as error:
+            # The client's frames tell the user nothing about their cell, and the
+            # message already names the cause, so the error is shown from here.
+            raise error.with_traceback(None)
 
         namespace[out_name] = result
         show_result(result)
@@ -280,10 +291,10 @@ def format_drop_report(name: str, remaining: list[str]) -> str:
     if not remaining:
         return f"Dropped {name!r} from the namespace and output history; no other references to it remain."
     count = len(remaining)
-    noun = "reference" if count == 1 else "references"
+    references = "reference to the same data remains" if count == 1 else "references to the same data remain"
     return (
-        f"Dropped {name!r} from the namespace and output history, but {count} other {noun} to the same "
-        f"data remain ({', '.join(remaining)}); delete them to remove the plaintext from the kernel."
+        f"Dropped {name!r} from the namespace and output history, but {count} other {references} "
+        f"({', '.join(remaining)}); delete them to remove the plaintext from the kernel."
     )
 
 
@@ -345,6 +356,19 @@ def resolve_params(namespace: Mapping[str, Any], names: list[str]) -> dict[str, 
             f"--param {missing[0]!r}: no variable of that name exists in the notebook; assign it in a cell before %%cape"
         )
     return {name: namespace[name] for name in names}
+
+
+def check_run_names(input_names: list[str], param_names: list[str]) -> None:
+    """Raise UsageError when an in-cell name is reserved or used by both an input and a parameter."""
+    for name in [*input_names, *param_names]:
+        if name == _CELL_RESULT_NAME:
+            raise UsageError(
+                f"{name!r} cannot name an input or a parameter: inside the cell it is the value sent back. "
+                "Rename the notebook variable, or give the input another name with --as"
+            )
+    shared = sorted(set(input_names) & set(param_names))
+    if shared:
+        raise UsageError(f"{shared[0]!r} names both an input and a --param: rename one of them (--as renames the input)")
 
 
 def validate_identifier(name: str, flag: str) -> str:
@@ -440,13 +464,6 @@ def format_status(status: Mapping[str, Any], indent: int = 0) -> str:
     return "\n".join(lines)
 
 
-def key_fingerprint(public_key: Any) -> str:
-    """Return the hex fingerprint of the enclave public key ``public_key``."""
-    # TODO: settle on one return type of Enclave.public_key() with the client.
-    fingerprint = getattr(public_key, "fingerprint", public_key)
-    if callable(fingerprint):
-        fingerprint = fingerprint()
-    if isinstance(fingerprint, bytes):
-        return fingerprint.hex()
-    return str(fingerprint)
-
+def key_fingerprint(public_key: PublicKey) -> str:
+    """Return the hex fingerprint of ``public_key``, the value `Sealed.recipient` shows."""
+    return public_key.fingerprint
