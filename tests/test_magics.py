@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,11 +10,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import numpy as np
 import pandas as pd
 import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
 
+from confidential_nb.errors import EnclaveError, EnclaveTimeoutError
 from confidential_nb.keys import ensure_keys, load_public_key
 from confidential_nb.magics import (
     drop_variable,
@@ -22,6 +26,7 @@ from confidential_nb.magics import (
     key_fingerprint,
     register_magics,
 )
+from confidential_nb.results import RunResult
 from confidential_nb.sealing import Sealed, seal
 
 
@@ -222,3 +227,227 @@ def test_key_fingerprint_of_public_key(tmp_path: Path) -> None:
     public_key = load_public_key(tmp_path)
 
     assert key_fingerprint(public_key) == public_key.fingerprint
+
+
+def test_cape_input_named_result_raises(shell: InteractiveShell, sealed_frame: Sealed) -> None:
+    shell.user_ns["sealed"] = sealed_frame
+
+    with pytest.raises(UsageError, match="'result' cannot name an input or a parameter"):
+        run_cape(shell, "--input sealed --as result")
+
+
+def test_cape_param_shadowing_input_raises(shell: InteractiveShell, sealed_frame: Sealed) -> None:
+    shell.user_ns["sealed"] = sealed_frame
+    shell.user_ns["data"] = 3
+
+    with pytest.raises(UsageError, match="'data' names both an input and a --param"):
+        run_cape(shell, "--input sealed --param data")
+
+
+# End to end through the shared enclave
+
+
+@pytest.fixture(scope="module")
+def enclave_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Point the shared enclave at a fresh key home and stop it after the module."""
+    from confidential_nb import client
+
+    home = tmp_path_factory.mktemp("enclave-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CONFIDENTIAL_NB_HOME", str(home))
+        patch.setattr(client, "_default", None)
+        yield home
+        client.default_enclave().close()
+
+
+@pytest.fixture()
+def frame() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(80, 2))
+    target = (features[:, 0] + 0.5 * features[:, 1] > 0).astype(np.int64)
+    return pd.DataFrame({"a": features[:, 0], "b": features[:, 1], "target": target})
+
+
+@pytest.fixture()
+def sealed_in_shell(shell: InteractiveShell, enclave_home: Path, frame: pd.DataFrame) -> Sealed:
+    shell.user_ns["df"] = frame
+    sealed = shell.run_line_magic("cape_seal", "df")
+    shell.user_ns["sealed"] = sealed
+    return sealed
+
+
+TRAINING_CELL = """\
+from confidential_nb.training import LogisticRegression, train_test_split
+X = data.drop(columns="target")
+X_train, X_test, y_train, y_test = train_test_split(X, data["target"], test_size=0.25, random_state=0)
+model = LogisticRegression(epochs=epochs).fit(X_train, y_train, validation_data=(X_test, y_test))
+result = {"accuracy": model.score(X_test, y_test), "model": model}
+"""
+
+
+def test_cape_seal_returns_sealed_with_schema(sealed_in_shell: Sealed, enclave_home: Path) -> None:
+    assert isinstance(sealed_in_shell, Sealed)
+    assert sealed_in_shell.schema is not None
+    assert sealed_in_shell.schema["columns"] == ["a", "b", "target"]
+    assert sealed_in_shell.recipient == load_public_key(enclave_home).fingerprint
+
+
+def test_cape_seal_no_schema_hides_columns(shell: InteractiveShell, enclave_home: Path, frame: pd.DataFrame) -> None:
+    shell.user_ns["df"] = frame
+
+    sealed = shell.run_line_magic("cape_seal", "df --no-schema")
+
+    assert sealed.schema is None
+    assert sealed.policy.schema_public is False
+
+
+def test_cape_seal_drop_removes_name_and_outputs(
+    shell: InteractiveShell, enclave_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shell.run_cell("import pandas as pd\ndf = pd.DataFrame({'x': [1.0, 2.0]})", store_history=True)
+    shell.run_cell("df", store_history=True)
+    number = shell.execution_count - 1
+    capsys.readouterr()
+
+    outcome = shell.run_cell("sealed = %cape_seal df --drop", store_history=True)
+
+    assert outcome.error_in_exec is None
+    assert isinstance(shell.user_ns["sealed"], Sealed)
+    assert "df" not in shell.user_ns
+    assert number not in shell.user_ns["Out"]
+    assert f"_{number}" not in shell.user_ns
+    assert "no other references to it remain" in capsys.readouterr().out
+
+
+def test_cape_seal_drop_reports_remaining_alias(
+    shell: InteractiveShell, enclave_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shell.run_cell("import pandas as pd\ndf = pd.DataFrame({'x': [1.0]})\nbackup = df")
+    capsys.readouterr()
+
+    shell.run_line_magic("cape_seal", "df --drop")
+
+    assert "1 other reference to the same data remains (variable 'backup')" in capsys.readouterr().out
+
+
+def test_cape_runs_cell_on_sealed_frame(shell: InteractiveShell, sealed_in_shell: Sealed, frame: pd.DataFrame) -> None:
+    run_cape(shell, "--input sealed", "result = {'rows': len(data), 'total': float(data['a'].sum())}\n")
+
+    result = shell.user_ns["result"]
+    assert isinstance(result, RunResult)
+    assert result.value == {"rows": 80, "total": float(frame["a"].sum())}
+    assert result.receipt_status == "verified"
+    assert result.history is None
+
+
+def test_cape_binds_several_inputs_by_name(shell: InteractiveShell, sealed_in_shell: Sealed) -> None:
+    shell.user_ns["other"] = sealed_in_shell
+
+    run_cape(shell, "--input sealed --input other", "result = len(sealed) + len(other)\n")
+
+    assert shell.user_ns["result"].value == 160
+
+
+def test_cape_as_renames_input(shell: InteractiveShell, sealed_in_shell: Sealed) -> None:
+    run_cape(shell, "--input sealed --as patients", "result = list(patients.columns)\n")
+
+    assert shell.user_ns["result"].value == ["a", "b", "target"]
+
+
+def test_cape_param_and_out(shell: InteractiveShell, sealed_in_shell: Sealed) -> None:
+    shell.user_ns["factor"] = 3
+    shell.user_ns["weights"] = np.array([1.0, 2.0])
+
+    run_cape(shell, "--input sealed --param factor --param weights --out run", "result = factor * float(weights.sum())\n")
+
+    assert shell.user_ns["run"].value == 9.0
+    assert "result" not in shell.user_ns
+
+
+def test_cape_reports_withheld_lines(
+    shell: InteractiveShell, sealed_in_shell: Sealed, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_cape(shell, "--input sealed", "print(data.head())\nprint('done')\nresult = 1\n")
+
+    out = capsys.readouterr().out
+    assert shell.user_ns["result"].withheld_lines > 1
+    assert f"{shell.user_ns['result'].withheld_lines} printed lines were withheld in the enclave" in out
+    assert "target" not in out
+
+
+def test_cape_without_print_outputs_nothing(shell: InteractiveShell, sealed_in_shell: Sealed) -> None:
+    with capture_output() as captured:
+        run_cape(shell, "--input sealed", "result = 1\n")
+
+    assert captured.stdout == ""
+    assert captured.outputs == []
+
+
+def test_cape_displays_training_curves(shell: InteractiveShell, sealed_in_shell: Sealed) -> None:
+    shell.user_ns["epochs"] = 30
+
+    with capture_output() as captured:
+        run_cape(shell, "--input sealed --param epochs", TRAINING_CELL)
+
+    result = shell.user_ns["result"]
+    assert result.history is not None
+    assert result.history.epoch == list(range(1, 31))
+    assert set(result.history.keys()) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert len(captured.outputs) == 1
+    assert captured.outputs[0].data["image/png"].startswith(b"\x89PNG")
+    assert [ax.get_title() for ax in result.plot().axes] == ["Loss", "Accuracy"]
+
+
+def test_cape_cell_error_names_type_and_line(shell: InteractiveShell, sealed_in_shell: Sealed) -> None:
+    with pytest.raises(EnclaveError, match="ZeroDivisionError at line 2") as caught:
+        run_cape(shell, "--input sealed", "x = len(data)\ny = x / 0\nresult = y\n")
+
+    assert caught.value.exception_type == "ZeroDivisionError"
+    assert caught.value.line == 2
+
+
+def test_cape_works_after_cell_error(shell: InteractiveShell, sealed_in_shell: Sealed) -> None:
+    outcome = shell.run_cell("%%cape --input sealed\nraise KeyError('a')\n")
+    assert isinstance(outcome.error_in_exec, EnclaveError)
+
+    run_cape(shell, "--input sealed", "result = len(data)\n")
+
+    assert shell.user_ns["result"].value == 80
+
+
+def test_cape_timeout_raises(shell: InteractiveShell, sealed_in_shell: Sealed) -> None:
+    with pytest.raises(EnclaveTimeoutError):
+        run_cape(shell, "--input sealed --timeout 1", "while True:\n    pass\n")
+
+    run_cape(shell, "--input sealed", "result = 2\n")
+    assert shell.user_ns["result"].value == 2
+
+
+def test_cape_status_prints_layers(
+    shell: InteractiveShell, enclave_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shell.run_line_magic("cape_status", "")
+
+    out = capsys.readouterr().out
+    assert "running: True" in out
+    assert f"home: {enclave_home}" in out
+    assert "layers:\n" in out
+
+
+def test_cape_key_prints_fingerprint(
+    shell: InteractiveShell, enclave_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shell.run_line_magic("cape_key", "")
+
+    assert capsys.readouterr().out.strip() == load_public_key(enclave_home).fingerprint
+
+
+def test_run_result_repr_shows_failed_receipt(shell: InteractiveShell, sealed_in_shell: Sealed) -> None:
+    run_cape(shell, "--input sealed", "result = 1\n")
+    receipt = shell.user_ns["result"].receipt
+    forged = dataclasses.replace(receipt, body={**receipt.body, "result_digest": "0" * 64})
+
+    text = repr(RunResult(value=1, receipt=forged))
+
+    assert "receipt: failed:" in text
+    assert "receipt: verified" in repr(RunResult(value=1, receipt=receipt))
