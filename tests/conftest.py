@@ -1,0 +1,31 @@
+"""Shared fixtures: a private key home for the whole session and one warm enclave."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def key_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Point every test at a fresh key home, so no test touches the user's keys."""
+    home = tmp_path_factory.mktemp("key-home")
+    previous = os.environ.get("CONFIDENTIAL_NB_HOME")
+    os.environ["CONFIDENTIAL_NB_HOME"] = str(home)
+    yield home
+    if previous is None:
+        os.environ.pop("CONFIDENTIAL_NB_HOME", None)
+    else:
+        os.environ["CONFIDENTIAL_NB_HOME"] = previous
+
+
+@pytest.fixture(scope="session")
+def enclave(key_home: Path) -> Iterator[object]:
+    """One enclave shared by the tests that only need runs to work."""
+    from confidential_nb import Enclave
+
+    with Enclave(key_home) as shared:
+        yield shared

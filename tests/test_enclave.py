@@ -1,0 +1,303 @@
+"""End-to-end runs through the real monitor, zygote and runner processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import confidential_nb
+from confidential_nb import Enclave, Sealed
+from confidential_nb.errors import (
+    EgressError,
+    EnclaveError,
+    EnclaveResourceError,
+    EnclaveTimeoutError,
+    EncodingError,
+    PolicyError,
+    SealError,
+)
+from confidential_nb.functions import cell_checksum
+
+
+@pytest.fixture(scope="module")
+def frame() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    return pd.DataFrame({"x": rng.normal(size=50), "label": rng.integers(0, 2, size=50)})
+
+
+@pytest.fixture(scope="module")
+def sealed(frame) -> Sealed:
+    return confidential_nb.seal(frame)
+
+
+def _descendants(root: int) -> set[int]:
+    """Process ids whose parent chain reaches `root`, read from /proc."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(fields[1])
+    found: set[int] = set()
+    changed = True
+    while changed:
+        changed = False
+        for pid, parent in parents.items():
+            if pid not in found and (parent == root or parent in found):
+                found.add(pid)
+                changed = True
+    return found
+
+
+def test_run_value_is_last_expression(enclave, sealed, frame):
+    run = enclave.run("total = data['x'].sum()\ntotal * 2", inputs={"data": sealed})
+    assert run.value == pytest.approx(frame["x"].sum() * 2)
+
+
+def test_run_value_prefers_result_variable(enclave, sealed):
+    run = enclave.run("result = {'rows': len(data)}\n'ignored'", inputs={"data": sealed})
+    assert run.value == {"rows": 50}
+
+
+def test_run_without_result_or_expression_is_none(enclave):
+    assert enclave.run("x = 1").value is None
+
+
+def test_run_unsealed_frame_equals_original(enclave, sealed, frame):
+    run = enclave.run("data", inputs={"data": sealed})
+    pd.testing.assert_frame_equal(run.value, frame)
+
+
+def test_run_params_bound_by_name(enclave):
+    run = enclave.run("result = (scale * weights).tolist()", params={"scale": 2, "weights": np.array([1.0, 2.5])})
+    assert run.value == [2.0, 5.0]
+
+
+def test_run_receipt_verifies_and_binds_inputs(enclave, sealed):
+    run = enclave.run("len(data)", inputs={"data": sealed})
+    assert run.receipt.verify() is True
+    assert run.receipt.body["inputs"] == {"data": sealed.digest}
+    assert run.receipt.function_checksum == cell_checksum("len(data)")
+
+
+def test_run_exception_reports_type_and_line(enclave, sealed):
+    with pytest.raises(EnclaveError, match="ZeroDivisionError at line 3 of the cell") as caught:
+        enclave.run("a = 1\nb = 0\nc = a / b\n", inputs={"data": sealed})
+    assert caught.value.exception_type == "ZeroDivisionError"
+    assert caught.value.line == 3
+    assert enclave.run("41 + 1").value == 42
+
+
+def test_run_exception_message_withheld(enclave, sealed):
+    with pytest.raises(EnclaveError, match="stays inside the enclave") as caught:
+        enclave.run("raise ValueError(str(data['x'].tolist()))", inputs={"data": sealed})
+    assert "0." not in str(caught.value)
+
+
+def test_run_user_exception_class_name_withheld(enclave):
+    with pytest.raises(EnclaveError, match="defined outside Python, numpy, pandas") as caught:
+        enclave.run("class Leak_42(Exception): pass\nraise Leak_42()")
+    assert "Leak_42" not in str(caught.value)
+
+
+def test_run_library_error_message_passes(enclave, sealed):
+    source = "from confidential_nb.training import train_test_split\ntrain_test_split(data, target='nope')"
+    with pytest.raises(EnclaveError, match="nope") as caught:
+        enclave.run(source, inputs={"data": sealed})
+    assert caught.value.line == 2
+
+
+def test_run_syntax_error_reports_line(enclave):
+    with pytest.raises(EnclaveError, match="SyntaxError at line 2"):
+        enclave.run("x = 1\nx = = 2\n")
+
+
+def test_run_system_exit_is_an_error(enclave):
+    with pytest.raises(EnclaveError, match="SystemExit"):
+        enclave.run("import sys\nsys.exit(3)")
+    assert enclave.run("1").value == 1
+
+
+def test_run_printed_lines_withheld_and_counted(enclave, sealed, capfd):
+    run = enclave.run("print(data.head())\nprint('two')\n1", inputs={"data": sealed})
+    captured = capfd.readouterr()
+    # data.head() prints a header line and five rows, then one more line.
+    assert run.withheld_lines == 7
+    assert captured.out == ""
+    assert captured.err == ""
+
+
+def test_run_module_state_does_not_leak(enclave):
+    enclave.run("import numpy\nnumpy.leaked_value = 7")
+    assert enclave.run("import numpy\nhasattr(numpy, 'leaked_value')").value is False
+
+
+def test_run_random_state_differs_between_runs(enclave):
+    first = enclave.run("import numpy\nnumpy.random.random()").value
+    second = enclave.run("import numpy\nnumpy.random.random()").value
+    assert first != second
+
+
+def test_runner_environment_is_clean(enclave, key_home):
+    run = enclave.run("import os, sys\nresult = {'env': dict(os.environ), 'cwd': os.getcwd(), "
+                      "'crypto': 'cryptography' in sys.modules, 'keys': 'confidential_nb.keys' in sys.modules}")
+    assert "CONFIDENTIAL_NB_HOME" not in run.value["env"]
+    assert run.value["env"]["OPENBLAS_NUM_THREADS"] == "1"
+    assert run.value["env"]["TMPDIR"] == run.value["cwd"]
+    assert not run.value["cwd"].startswith(str(key_home))
+    assert run.value["crypto"] is False
+    assert run.value["keys"] is False
+
+
+def test_run_scratch_directory_removed(enclave):
+    cwd = enclave.run("import os\nopen('scratch.txt', 'w').write('x')\nos.getcwd()").value
+    assert not os.path.exists(cwd)
+
+
+def test_run_timeout_kills_process_group(enclave):
+    zygote = enclave.status()["zygote_pid"]
+    before = _descendants(zygote)
+    source = "import os, time\nif os.fork() == 0:\n    time.sleep(600)\nwhile True:\n    pass\n"
+    with pytest.raises(EnclaveTimeoutError, match="timeout of 1.5 seconds"):
+        enclave.run(source, timeout=1.5)
+    assert _descendants(zygote) == before
+    assert enclave.run("'alive'").value == "alive"
+
+
+def test_run_memory_limit_raises_resource_error(enclave):
+    with pytest.raises(EnclaveResourceError, match="out of memory"):
+        enclave.run("import numpy\nblock = numpy.ones(4 * 1024**3 // 8)", memory="2G")
+    assert enclave.run("2").value == 2
+
+
+def test_run_memory_below_runner_baseline(enclave):
+    with pytest.raises(EnclaveResourceError, match="below the .* bytes a runner uses"):
+        enclave.run("1", memory="16M")
+
+
+def test_run_cpu_limit_without_wall_clock(enclave):
+    # Sleeping uses no CPU, so only the wall-clock timeout stops this one.
+    with pytest.raises(EnclaveTimeoutError):
+        enclave.run("import time\ntime.sleep(30)", timeout=1)
+
+
+def test_run_tampered_input_runs_nothing(enclave, sealed):
+    runs_before = enclave.status()["runs"]
+    tampered = bytearray(bytes(sealed))
+    tampered[len(tampered) // 2] ^= 0x01
+    with pytest.raises(SealError, match="input 'data'.*failed authentication"):
+        enclave.run("1", inputs={"data": Sealed(bytes(tampered))})
+    assert enclave.status()["runs"] == runs_before
+
+
+@pytest.mark.parametrize(
+    ("source", "pattern"),
+    [
+        ("result = lambda: 1", r"result is a function"),
+        ("result = {'model': open(__import__('os').devnull)}", r"result\['model'\].*TextIOWrapper"),
+        ("class Thing: pass\nresult = [1, Thing()]", r"result\[1\].*class defined outside the library"),
+        ("result = {1, 2}", r"set"),
+    ],
+)
+def test_run_unencodable_result_names_path_and_type(enclave, source, pattern):
+    with pytest.raises(EncodingError, match=pattern):
+        enclave.run(source)
+
+
+def test_run_policy_allowed_function(enclave, frame):
+    approved = "len(data)"
+    sealed = confidential_nb.seal(frame, policy={"allowed_functions": [cell_checksum(approved)]})
+    assert enclave.run(approved, inputs={"data": sealed}).value == 50
+    with pytest.raises(PolicyError, match="not in the sealed input's allowed functions"):
+        enclave.run("data", inputs={"data": sealed})
+
+
+def test_run_policy_expired(enclave, frame):
+    sealed = confidential_nb.seal(frame, policy={"expires": "2020-01-01T00:00:00+00:00"})
+    with pytest.raises(PolicyError, match="expired"):
+        enclave.run("1", inputs={"data": sealed})
+
+
+def test_run_egress_limit(enclave, frame):
+    sealed = confidential_nb.seal(frame, policy={"max_result_bytes": 300})
+    assert enclave.run("float(data['x'].mean())", inputs={"data": sealed}).value is not None
+    with pytest.raises(EgressError, match="more than the 300 bytes"):
+        enclave.run("data", inputs={"data": sealed})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "pattern"),
+    [
+        ({"inputs": {"data": b"raw"}}, TypeError, "must be a Sealed"),
+        ({"inputs": {"not valid": None}}, ValueError, "invalid input name"),
+        ({"params": {"result": 1}}, ValueError, "reserved"),
+        ({"timeout": -1}, ValueError, "invalid timeout"),
+        ({"memory": "lots"}, ValueError, "invalid size"),
+        ({"params": {"f": print}}, EncodingError, "function"),
+    ],
+)
+def test_run_bad_arguments_rejected_before_sending(enclave, kwargs, error, pattern):
+    with pytest.raises(error, match=pattern):
+        enclave.run("1", **kwargs)
+
+
+def test_run_interrupt_restarts_enclave(key_home):
+    with Enclave(key_home) as local:
+        first_pid = local.status()["monitor_pid"]
+        timer = threading.Timer(0.5, os.kill, args=(os.getpid(), signal.SIGINT))
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            local.run("import time\ntime.sleep(20)")
+        timer.join()
+        assert not local.running
+        assert local.run("'back'").value == "back"
+        assert local.status()["monitor_pid"] != first_pid
+        with pytest.raises(ProcessLookupError):
+            os.kill(first_pid, 0)
+
+
+def test_enclave_close_leaves_no_process(key_home):
+    local = Enclave(key_home)
+    status = local.status()
+    local.close()
+    for pid in (status["monitor_pid"], status["zygote_pid"]):
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_enclave_exits_when_host_process_dies(key_home, tmp_path):
+    script = (
+        "import confidential_nb, os, sys\n"
+        "e = confidential_nb.Enclave()\n"
+        "s = e.status()\n"
+        "print(s['monitor_pid'], s['zygote_pid'], flush=True)\n"
+        "os._exit(0)\n"
+    )
+    output = subprocess.run(["python3", "-c", script], capture_output=True, text=True, timeout=60, check=True).stdout
+    monitor, zygote = (int(value) for value in output.split())
+    for pid in (monitor, zygote):
+        for _ in range(50):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            threading.Event().wait(0.1)
+        else:
+            pytest.fail(f"enclave process {pid} outlived its host")
+
+
+def test_attestation_verifies_with_fresh_nonce(enclave, key_home):
+    from confidential_nb.keys import load_root_public
+
+    document = enclave.attest(b"\x01" * 32)
+    key = document.verify(load_root_public(key_home), nonce="01" * 32)
+    assert key.fingerprint == enclave.public_key().fingerprint
