@@ -1,0 +1,23 @@
+"""Numpy models that record per-epoch history, with metrics and splits.
+
+Everything here imports only numpy and pandas, so it runs inside the enclave.
+"""
+
+from __future__ import annotations
+
+from confidential_nb.training.exceptions import ConvergenceWarning, NotFittedError
+from confidential_nb.training.history import History
+from confidential_nb.training.logistic import LogisticRegression
+from confidential_nb.training.metrics import accuracy_score, confusion_matrix, log_loss
+from confidential_nb.training.split import train_test_split
+
+__all__ = [
+    "ConvergenceWarning",
+    "History",
+    "LogisticRegression",
+    "NotFittedError",
+    "accuracy_score",
+    "confusion_matrix",
+    "log_loss",
+    "train_test_split",
+]

@@ -1,0 +1,155 @@
+"""Input checks shared by the models and metrics.
+
+Every message names shapes, counts, column names or parameter values, never
+the data itself, because these messages can leave the enclave.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+FloatArray = npt.NDArray[np.float64]
+
+# Longest list of column names quoted in one message.
+MAX_NAMES_IN_MESSAGE = 10
+
+
+def format_names(names: Sequence[object]) -> str:
+    """Return names as a comma-separated list of reprs, shortened past a limit."""
+    shown = ", ".join(repr(str(name)) for name in names[:MAX_NAMES_IN_MESSAGE])
+    hidden = len(names) - MAX_NAMES_IN_MESSAGE
+    if hidden > 0:
+        shown += f" and {hidden} more"
+    return shown
+
+
+def feature_names_of(frame: pd.DataFrame) -> list[str] | None:
+    """Return the column labels when every one is a str, else None (as scikit-learn does)."""
+    labels = list(frame.columns)
+    if labels and all(isinstance(label, str) for label in labels):
+        return labels
+    return None
+
+
+def check_features(X: Any, *, name: str = "X") -> FloatArray:
+    """Convert a DataFrame or array of features to a finite 2-D float64 array."""
+    if isinstance(X, pd.DataFrame):
+        return _check_feature_frame(X, name)
+    if isinstance(X, pd.Series):
+        raise ValueError(
+            f"{name} must be 2-D (a DataFrame or an array of shape (n_samples, n_features)), "
+            f"got a Series of length {len(X)}; use series.to_frame() for a single feature."
+        )
+
+    array = np.asarray(X)
+    if array.ndim != 2:
+        raise ValueError(
+            f"{name} must be 2-D with shape (n_samples, n_features), got shape {array.shape}; "
+            "use array.reshape(-1, 1) for a single feature."
+        )
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must have a numeric dtype, got dtype {array.dtype.name}.")
+    _check_not_empty(array.shape, name)
+
+    values = array.astype(np.float64)
+    bad_columns = np.flatnonzero(~np.isfinite(values).all(axis=0))
+    if bad_columns.size:
+        raise ValueError(
+            f"{name} contains NaN or infinite values in {bad_columns.size} column(s) "
+            f"at index {format_names(bad_columns.tolist())}; impute or drop them before fitting."
+        )
+    return values
+
+
+def _check_feature_frame(frame: pd.DataFrame, name: str) -> FloatArray:
+    non_numeric = [
+        column
+        for column in frame.columns
+        if not (pd.api.types.is_numeric_dtype(frame[column]) or pd.api.types.is_bool_dtype(frame[column]))
+    ]
+    if non_numeric:
+        raise ValueError(
+            f"{name} has {len(non_numeric)} non-numeric column(s): {format_names(non_numeric)}; "
+            "encode or drop them before fitting."
+        )
+    _check_not_empty(frame.shape, name)
+
+    # Nullable dtypes (Int64, boolean) hold pd.NA, which becomes NaN here.
+    values = frame.to_numpy(dtype=np.float64, na_value=np.nan)
+    bad_columns = [column for column, ok in zip(frame.columns, np.isfinite(values).all(axis=0)) if not ok]
+    if bad_columns:
+        raise ValueError(
+            f"{name} contains NaN or infinite values in {len(bad_columns)} column(s): "
+            f"{format_names(bad_columns)}; impute or drop them before fitting."
+        )
+    return values
+
+
+def _check_not_empty(shape: tuple[int, ...], name: str) -> None:
+    if shape[0] == 0:
+        raise ValueError(f"{name} has 0 samples (shape {shape}); at least 1 is required.")
+    if shape[1] == 0:
+        raise ValueError(f"{name} has 0 features (shape {shape}); at least 1 is required.")
+
+
+def check_labels(y: Any, *, name: str = "y") -> np.ndarray:
+    """Convert labels to a 1-D array; a column vector or one-column DataFrame counts as 1-D."""
+    if isinstance(y, pd.DataFrame):
+        if y.shape[1] != 1:
+            raise ValueError(f"{name} must be 1-D or have one column, got a DataFrame of shape {y.shape}.")
+        y = y.iloc[:, 0]
+
+    if isinstance(y, pd.Series):
+        array = y.to_numpy(dtype=object) if y.hasnans else y.to_numpy()
+    else:
+        array = np.asarray(y)
+
+    if array.ndim == 2 and array.shape[1:] == (1,):
+        array = array[:, 0]
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be 1-D or of shape (n_samples, 1), got shape {array.shape}.")
+    if array.shape[0] == 0:
+        raise ValueError(f"{name} has 0 samples; at least 1 is required.")
+
+    _check_label_values(array, name)
+    return array
+
+
+def _check_label_values(array: np.ndarray, name: str) -> None:
+    missing = pd.isna(array)
+    if missing.any():
+        raise ValueError(f"{name} contains {int(missing.sum())} missing (NaN or None) label(s); drop those rows.")
+    if array.dtype.kind in "biufUS":
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise ValueError(f"{name} contains infinite label(s); labels must be finite.")
+        return
+    if array.dtype.kind != "O":
+        raise ValueError(f"{name} must contain numbers or strings, got dtype {array.dtype.name}.")
+
+    kinds = {_label_kind(value) for value in array}
+    if None in kinds:
+        raise ValueError(f"{name} must contain only numbers or strings, found another type.")
+    if len(kinds) > 1:
+        raise ValueError(f"{name} mixes strings and numbers; use one type of label.")
+
+
+def _label_kind(value: object) -> str | None:
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, (bool, int, float, np.bool_, np.integer, np.floating)):
+        return "number"
+    return None
+
+
+def check_same_length(first: np.ndarray, second: np.ndarray, first_name: str, second_name: str) -> None:
+    """Raise ValueError unless the two arrays have the same number of samples."""
+    if first.shape[0] != second.shape[0]:
+        raise ValueError(
+            f"{first_name} and {second_name} have different numbers of samples: "
+            f"{first.shape[0]} and {second.shape[0]}."
+        )

@@ -1,0 +1,136 @@
+"""Per-epoch training record: losses, accuracies and wall time."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Self
+
+import numpy as np
+import pandas as pd
+
+from confidential_nb.training._state import check_keys, check_vector
+
+# Metrics a model records, in display order. Validation ones appear only when
+# the model was given validation data.
+METRIC_NAMES = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+
+class History:
+    """Metrics recorded after each training epoch.
+
+    ``epoch`` counts from 1. ``loss`` and ``accuracy`` are measured on the
+    training data after that epoch's update, ``val_loss`` and ``val_accuracy``
+    on the validation data when ``fit`` was given some. ``time`` is the wall
+    time of each epoch in seconds. It varies from run to run, so ``to_frame``
+    leaves it out by default and equality and ``repr`` ignore it.
+    """
+
+    def __init__(self, metric_names: tuple[str, ...] = ("loss", "accuracy")) -> None:
+        unknown = [name for name in metric_names if name not in METRIC_NAMES]
+        if unknown or len(set(metric_names)) != len(metric_names):
+            raise ValueError(f"metric_names must be distinct names from {METRIC_NAMES}, got {metric_names}.")
+        self._metrics: dict[str, list[float]] = {name: [] for name in METRIC_NAMES if name in metric_names}
+        self._times: list[float] = []
+
+    def record(self, time: float, **metrics: float) -> None:
+        """Append one epoch: its wall time in seconds and one value per metric."""
+        if set(metrics) != set(self._metrics):
+            raise ValueError(f"record() needs exactly the metrics {list(self._metrics)}, got {sorted(metrics)}.")
+        for name, value in metrics.items():
+            self._metrics[name].append(float(value))
+        self._times.append(float(time))
+
+    @property
+    def epoch(self) -> list[int]:
+        """Epoch numbers, starting at 1."""
+        return list(range(1, len(self) + 1))
+
+    @property
+    def loss(self) -> list[float]:
+        """Mean training log loss after each epoch, without the penalty term."""
+        return self["loss"]
+
+    @property
+    def accuracy(self) -> list[float]:
+        """Training accuracy after each epoch."""
+        return self["accuracy"]
+
+    @property
+    def val_loss(self) -> list[float]:
+        """Mean validation log loss after each epoch."""
+        return self["val_loss"]
+
+    @property
+    def val_accuracy(self) -> list[float]:
+        """Validation accuracy after each epoch."""
+        return self["val_accuracy"]
+
+    @property
+    def time(self) -> list[float]:
+        """Wall time of each epoch in seconds."""
+        return list(self._times)
+
+    def keys(self) -> list[str]:
+        """Return the names of the recorded metrics, without ``epoch`` and ``time``."""
+        return list(self._metrics)
+
+    def __len__(self) -> int:
+        return len(self._times)
+
+    def __getitem__(self, name: str) -> list[Any]:
+        if name == "epoch":
+            return self.epoch
+        if name == "time":
+            return self.time
+        if name not in self._metrics:
+            raise KeyError(f"{name!r} is not recorded; available: {['epoch', *self._metrics, 'time']}.")
+        return list(self._metrics[name])
+
+    def to_frame(self, include_time: bool = False) -> pd.DataFrame:
+        """Return one row per epoch, indexed by ``epoch``, one column per metric."""
+        columns: dict[str, list[float]] = {name: list(values) for name, values in self._metrics.items()}
+        if include_time:
+            columns["time"] = list(self._times)
+        index = pd.RangeIndex(1, len(self) + 1, name="epoch")
+        return pd.DataFrame(columns, index=index, dtype=np.float64)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, History):
+            return NotImplemented
+        return self._metrics == other._metrics
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        if not self._times:
+            return f"History(epochs=0, metrics={self.keys()})"
+        final = ", ".join(f"{name}={values[-1]:.4g}" for name, values in self._metrics.items())
+        return f"History(epochs={len(self)}, final: {final})"
+
+    def to_state(self) -> dict[str, object]:
+        """Return the history as a dict of float64 arrays, for the result codec."""
+        return {
+            "metrics": {name: np.array(values, dtype=np.float64) for name, values in self._metrics.items()},
+            "time": np.array(self._times, dtype=np.float64),
+        }
+
+    @classmethod
+    def from_state(cls, state: object) -> Self:
+        """Rebuild a History from ``to_state`` output, raising ValueError on anything malformed."""
+        fields = check_keys(state, {"metrics", "time"}, "History state")
+        times = check_vector(fields["time"], "History state 'time'", kind="f")
+        metrics = fields["metrics"]
+        if not isinstance(metrics, Mapping) or not all(isinstance(name, str) for name in metrics):
+            raise ValueError("History state 'metrics' must be a dict with str keys.")
+
+        history = cls(tuple(metrics))
+        if "loss" not in metrics:
+            raise ValueError("History state 'metrics' must contain 'loss'.")
+        for name, values in metrics.items():
+            vector = check_vector(values, f"History state metric {name!r}", kind="f", length=len(times))
+            history._metrics[name] = vector.tolist()
+
+        if not np.all(times >= 0):
+            raise ValueError("History state 'time' must contain non-negative finite seconds.")
+        history._times = times.tolist()
+        return history
