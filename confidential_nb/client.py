@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import uuid
+import warnings
 import weakref
 from collections.abc import Mapping
 from pathlib import Path
@@ -305,8 +306,10 @@ def _finish_run(header: dict[str, Any], attachments: list[bytes], nonce: str, ke
     receipt.verify()
     receipt.check_binding(nonce=nonce, result=blob)
     value = decode_result(blob)
-    warnings = [str(text) for text in header.get("warnings", [])]
-    return RunResult(value=value, receipt=receipt, withheld_lines=int(header.get("withheld_lines", 0)), warnings=warnings)
+    texts = [str(text) for text in header.get("warnings", [])]
+    for text in texts:
+        warnings.warn(text, errors.EnclaveWarning, stacklevel=3)
+    return RunResult(value=value, receipt=receipt, withheld_lines=int(header.get("withheld_lines", 0)), warnings=texts)
 
 
 def _error_from_reply(header: dict[str, Any]) -> errors.ConfidentialNBError:
@@ -354,9 +357,16 @@ _default_lock = threading.Lock()
 
 
 def default_enclave() -> Enclave:
-    """Return the enclave the notebook magics share, on the key home of this process."""
+    """Return the enclave the notebook magics share, on the current key home.
+
+    When ``CONFIDENTIAL_NB_HOME`` changes, the next call closes the old
+    enclave and returns one on the new home.
+    """
     global _default
     with _default_lock:
+        if _default is not None and _default.home != home_dir():
+            _default.close()
+            _default = None
         if _default is None:
             _default = Enclave()
             atexit.register(_default.close)

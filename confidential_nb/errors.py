@@ -55,3 +55,7 @@ class EncodingError(ConfidentialNBError, TypeError):
 
 class ProtocolError(ConfidentialNBError):
     """A message between host and enclave processes was malformed or too large."""
+
+
+class EnclaveWarning(UserWarning):
+    """A library warning raised inside the enclave (such as a ConvergenceWarning), shown on the host."""

@@ -301,3 +301,17 @@ def test_attestation_verifies_with_fresh_nonce(enclave, key_home):
     document = enclave.attest(b"\x01" * 32)
     key = document.verify(load_root_public(key_home), nonce="01" * 32)
     assert key.fingerprint == enclave.public_key().fingerprint
+
+
+def test_run_library_warning_reissued_on_host(enclave):
+    from confidential_nb.errors import EnclaveWarning
+
+    source = (
+        "from confidential_nb.training import LogisticRegression\n"
+        "model = LogisticRegression(epochs=2).fit([[0.0], [1.0], [2.0], [3.0]], [0, 0, 1, 1])\n"
+        "result = model.converged_\n"
+    )
+    with pytest.warns(EnclaveWarning, match="ConvergenceWarning"):
+        run = enclave.run(source)
+    assert run.value is False
+    assert run.warnings[0].startswith("ConvergenceWarning:")
