@@ -1,5 +1,9 @@
 """Encode pandas DataFrames to bytes and back without pickle.
 
+A format of our own, rather than Arrow IPC, keeps pyarrow out of the
+dependencies and keeps details an Arrow round trip loses, such as whether a
+missing value in an object column was None or NaN.
+
 Layout of an encoded frame (all integers little-endian)::
 
     offset  size  field
