@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import json
 import struct
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -199,16 +198,13 @@ def test_frame_schema_rejects_tuple_column_name() -> None:
         frame_schema(df)
 
 
-def test_encode_frame_is_close_to_memcpy_for_floats() -> None:
-    df = pd.DataFrame({"x": np.random.default_rng(0).random(1_000_000)})
+def test_encode_frame_float_column_is_raw_buffer() -> None:
+    # Speed against a plain memory copy is measured in benchmarks/bench_codecs.py.
+    values = np.random.default_rng(0).random(1_000_000)
+    blob = encode_frame(pd.DataFrame({"x": values}))
 
-    start = time.perf_counter()
-    blob = encode_frame(df)
-    elapsed = time.perf_counter() - start
-
-    assert len(blob) < 8_000_000 + 4096
-    # A per-row Python loop over a million rows takes well over a second.
-    assert elapsed < 0.5
+    assert len(blob) < values.nbytes + 4096
+    assert values.tobytes() in blob
 
 
 @pytest.mark.parametrize(
