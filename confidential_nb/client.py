@@ -317,10 +317,7 @@ def _error_from_reply(header: dict[str, Any]) -> errors.ConfidentialNBError:
     if kind == "exception":
         return _exception_error(header)
     error_class = _ERROR_KINDS.get(kind, errors.EnclaveError)
-    message = str(header.get("message") or "the run failed")
-    if kind == "resource" and header.get("resource") == "memory" and "limit" not in header:
-        message = ("the run ran out of memory (MemoryError inside the enclave); raise the limit with --memory "
-                   "(or memory=), or work on a sample of the data")
+    message = str(header.get("message") or "the run failed; see enclave.log in the key home")
     return error_class(message)
 
 

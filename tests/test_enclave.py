@@ -174,13 +174,13 @@ def test_run_timeout_kills_process_group(enclave):
 
 
 def test_run_memory_limit_raises_resource_error(enclave):
-    with pytest.raises(EnclaveResourceError, match="out of memory"):
+    with pytest.raises(EnclaveResourceError, match="out of memory at its limit of 2.0 GiB"):
         enclave.run("import numpy\nblock = numpy.ones(4 * 1024**3 // 8)", memory="2G")
     assert enclave.run("2").value == 2
 
 
 def test_run_memory_below_runner_baseline(enclave):
-    with pytest.raises(EnclaveResourceError, match="below the .* bytes a runner uses"):
+    with pytest.raises(EnclaveResourceError, match=r"limit of 16.0 MiB is below the .* a runner uses"):
         enclave.run("1", memory="16M")
 
 
@@ -315,3 +315,18 @@ def test_run_library_warning_reissued_on_host(enclave):
         run = enclave.run(source)
     assert run.value is False
     assert run.warnings[0].startswith("ConvergenceWarning:")
+
+
+def test_run_cpu_time_limit_follows_timeout(enclave):
+    # A busy loop in a thread that ignores signals still meets the CPU limit
+    # (timeout + 5 s) at the latest; the wall-clock timeout usually comes first.
+    with pytest.raises(EnclaveTimeoutError, match="timeout of 1 seconds"):
+        enclave.run("while True:\n    pass", timeout=1)
+
+
+def test_run_file_size_limit(enclave):
+    # Seeking past the limit and writing one byte trips RLIMIT_FSIZE without using disk space.
+    source = "with open('big', 'wb') as handle:\n    handle.seek(1024**3)\n    handle.write(b'0')"
+    with pytest.raises(EnclaveResourceError, match="file size limit of 1.0 GiB"):
+        enclave.run(source)
+    assert enclave.run("'ok'").value == "ok"

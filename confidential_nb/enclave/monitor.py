@@ -27,7 +27,7 @@ from ..attestation import sign_document, sign_receipt
 from ..errors import PolicyError, ProtocolError, SealError, WrongKeyError
 from ..functions import cell_checksum
 from ..keys import EnclaveKeys
-from ..limits import DEFAULT_FILE_SIZE_BYTES, DEFAULT_OPEN_FILES, DEFAULT_TIMEOUT_SECONDS, memory_limit_for
+from ..limits import DEFAULT_FILE_SIZE_BYTES, DEFAULT_OPEN_FILES, DEFAULT_TIMEOUT_SECONDS, format_size, memory_limit_for
 from ..policy import Policy
 from ..protocol import PeerClosedError, recv_message, send_fd, send_message
 from ..sandbox import Limits, clean_environment, layer_report
@@ -37,6 +37,10 @@ log = logging.getLogger("confidential_nb.enclave")
 
 # A runner killed by one of these signals hit its CPU-time or file-size limit.
 _LIMIT_SIGNALS = {signal.SIGXCPU: "CPU time", signal.SIGXFSZ: "file size"}
+_LIMIT_ADVICE = {
+    "CPU time": "the CPU-time limit follows --timeout (or timeout=), so raise that",
+    "file size": f"files in the run's scratch directory may not exceed {format_size(DEFAULT_FILE_SIZE_BYTES)}",
+}
 
 
 @dataclass
@@ -137,7 +141,7 @@ class Monitor:
         self.runs += 1
         if not reply.header.get("ok"):
             log.info("run %s failed: %s", run_id, reply.header.get("kind"))
-            return reply
+            return _explain_runner_failure(reply, limits)
 
         result = reply.attachments[0]
         limit = min(policy.max_result_bytes for policy in policies) if policies else None
@@ -220,8 +224,8 @@ class Monitor:
 
     def _fork_failure(self, reply: dict[str, Any], limits: Limits) -> Reply:
         if reply.get("error") == "memory":
-            return failure("resource", f"the memory limit of {limits.memory_bytes} bytes is below the "
-                                       f"{reply['baseline']} bytes a runner uses before running any code; "
+            return failure("resource", f"the memory limit of {format_size(limits.memory_bytes)} is below the "
+                                       f"{format_size(reply['baseline'])} a runner uses before running any code; "
                                        "raise --memory (or memory=)", resource="memory", limit=limits.memory_bytes)
         log.error("zygote refused to fork: %s", reply)
         return failure("internal", f"the enclave could not start a runner ({reply.get('error')}); restart the enclave")
@@ -230,10 +234,10 @@ class Monitor:
         status = self._end_runner(pid)
         if -status in _LIMIT_SIGNALS:
             name = _LIMIT_SIGNALS[signal.Signals(-status)]
-            return failure("resource", f"the run exceeded its {name} limit and was stopped", resource=name)
+            return failure("resource", f"the run exceeded its {name} limit and was stopped; {_LIMIT_ADVICE[name]}", resource=name)
         log.warning("runner %d ended without a reply, status %d", pid, status)
         return failure("crash", f"the runner process ended without a result (exit status {status}); "
-                                f"if it ran out of memory, raise the limit of {limits.memory_bytes} bytes with --memory",
+                                f"if it ran out of memory, raise the limit of {format_size(limits.memory_bytes)} with --memory",
                        status=status)
 
     def _end_runner(self, pid: int) -> int:
@@ -255,3 +259,16 @@ class Monitor:
             self.zygote.kill()
             self.zygote.wait()
 
+
+def _explain_runner_failure(reply: Reply, limits: Limits) -> Reply:
+    """Name the limit a runner hit, which only the monitor knows, in its resource failure."""
+    if reply.header.get("kind") != "resource" or "limit" in reply.header:
+        return reply
+    if reply.header.get("resource") == "file size":
+        return failure("resource", f"the run exceeded its file size limit of {format_size(limits.file_size_bytes)} "
+                                   "and was stopped; write smaller files in the scratch directory", resource="file size")
+    if reply.header.get("resource") == "memory":
+        return failure("resource", f"the run ran out of memory at its limit of {format_size(limits.memory_bytes)} "
+                                   "(4 GiB or 4x the sealed inputs by default); raise it with --memory (or memory=), "
+                                   "or work on a sample of the data", resource="memory", limit=limits.memory_bytes)
+    return reply

@@ -9,6 +9,7 @@ library's own code, the library's fixed-template message.
 from __future__ import annotations
 
 import ast
+import errno
 import io
 import os
 import random
@@ -95,6 +96,11 @@ def execute(source: str, namespace: dict[str, Any]) -> tuple[dict[str, Any], byt
             value = _run_cell(source, namespace)
     except MemoryError:
         return {"ok": False, "kind": "resource", "resource": "memory"}, None
+    except OSError as exc:
+        # Python ignores SIGXFSZ, so a write past RLIMIT_FSIZE fails with EFBIG instead.
+        if exc.errno == errno.EFBIG:
+            return {"ok": False, "kind": "resource", "resource": "file size"}, None
+        return _describe_exception(exc), None
     except BaseException as exc:  # Anything the cell raises, SystemExit included, is reported.
         return _describe_exception(exc), None
     finally:
