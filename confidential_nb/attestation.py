@@ -145,7 +145,12 @@ class Receipt:
         return str(self.body.get("result_digest"))
 
     def verify(self, *, signer: PublicKey | None = None) -> bool:
-        """Return True when the enclave's signing key signed this receipt, else raise `AttestationError`."""
+        """Return True when the enclave's signing key signed this receipt, else raise `AttestationError`.
+
+        NOTE: a receipt loaded from a file carries its own signer key, so it
+        only proves integrity. A data owner checking someone else's receipt
+        passes ``signer=`` the key they attested themselves.
+        """
         key = signer or self.signer
         if key is None:
             raise AttestationError("no signing key to verify the receipt with; pass signer=Enclave.public_key()")

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import AttestationError, ConfidentialNBError
+from .errors import AttestationError
 
 KEM_MLKEM768_X25519 = "MLKEM768_X25519"
 KEM_X25519 = "X25519"
@@ -294,6 +294,3 @@ def _locked(path: Path) -> Iterator[None]:
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
-
-class KeyHomeError(ConfidentialNBError):
-    """The key home could not be created or read."""
