@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -171,7 +172,7 @@ class Enclave:
         except TimeoutError:
             self._close_locked()
             raise errors.EnclaveTimeoutError(
-                f"the enclave did not answer within {timeout:g} seconds and was restarted; try the run again"
+                f"the enclave did not respond within {timeout:g} seconds and was restarted; try the run again"
             ) from None
         except (ProtocolError, OSError) as exc:
             self._close_locked()
@@ -277,6 +278,9 @@ def _build_request(source: str, inputs: Mapping[str, Sealed], params: Mapping[st
         if name in inputs:
             raise ValueError(f"name {name!r} is both an input and a parameter; rename one of them")
     if params:
+        for name, value in params.items():
+            # Encoding each value alone first gives errors that name the parameter.
+            encode_result(value, root=f"parameter {name!r}")
         attachments.append(encode_result(dict(params)))
 
     request = {"op": "run", "run_id": uuid.uuid4().hex, "nonce": secrets.token_hex(32), "source": source,
@@ -335,18 +339,22 @@ def _exception_error(header: dict[str, Any]) -> errors.EnclaveError:
 
 
 def _stop_process(process: subprocess.Popen[bytes] | None, channel: socket.socket | None) -> None:
-    """Close the channel and make sure the monitor's whole session is gone."""
+    """Stop the monitor, which first kills any running runner's process group, then make sure its group is gone."""
     if channel is not None:
         with contextlib.suppress(OSError):
             channel.close()
     if process is None:
         return
+    # SIGTERM reaches the monitor even while it waits for a runner; its handler ends the run cleanly.
+    with contextlib.suppress(ProcessLookupError):
+        process.terminate()
     try:
-        process.wait(timeout=2)
+        process.wait(timeout=5)
     except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, 9)
-        process.wait()
+        log.warning("enclave monitor %d did not stop within 5 seconds; killing it", process.pid)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 _default: Enclave | None = None

@@ -165,7 +165,7 @@ def describe_type(value: object) -> str:
 
     Types from the standard library, numpy, pandas and confidential_nb get
     their qualified name. Any other class could be named after data, so it is
-    described only as defined outside the library.
+    described only as defined outside confidential_nb.
     """
     kind = type(value)
     module = kind.__module__ or ""
@@ -176,7 +176,7 @@ def describe_type(value: object) -> str:
         return kind.__qualname__
     if top in ("numpy", "pandas", "confidential_nb") or top in sys.stdlib_module_names:
         return f"{module}.{kind.__qualname__}"
-    return "an instance of a class defined outside the library"
+    return "an instance of a class defined outside confidential_nb, numpy, pandas and Python"
 
 
 class _BufferWriter:

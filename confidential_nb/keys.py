@@ -54,13 +54,13 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def unb64(text: object, what: str) -> bytes:
+def unb64(text: object, field_name: str) -> bytes:
     if not isinstance(text, str):
-        raise AttestationError(f"{what} is missing or not a base64 string")
+        raise AttestationError(f"{field_name} is missing or not a base64 string")
     try:
         return base64.b64decode(text.encode("ascii"), validate=True)
     except ValueError as exc:
-        raise AttestationError(f"{what} is not valid base64") from exc
+        raise AttestationError(f"{field_name} is not valid base64") from exc
 
 
 def canonical_json(value: Any) -> bytes:
@@ -143,7 +143,7 @@ def endorsement_message(public: PublicKey) -> bytes:
     return _ENDORSEMENT_CONTEXT + canonical_json(public.to_dict())
 
 
-def verify_platform_signature(root_public: bytes, signature: bytes, message: bytes, what: str) -> None:
+def verify_platform_signature(root_public: bytes, signature: bytes, message: bytes, subject: str) -> None:
     """Raise `AttestationError` unless the platform root key signed `message`."""
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -151,7 +151,7 @@ def verify_platform_signature(root_public: bytes, signature: bytes, message: byt
     try:
         ed25519.Ed25519PublicKey.from_public_bytes(root_public).verify(signature, message)
     except (InvalidSignature, ValueError) as exc:
-        raise AttestationError(f"{what} is not signed by this machine's platform key") from exc
+        raise AttestationError(f"{subject} is not signed by this machine's platform key") from exc
 
 
 def load_root_public(home: Path) -> bytes:

@@ -18,9 +18,9 @@ class Policy:
     """What may run on a sealed input and what may come back.
 
     ``allowed_functions`` is a list of hex SHA-256 function checksums, or None
-    for any code; ``max_result_bytes`` bounds the encoded result of a run;
-    ``expires`` is an aware ISO 8601 time after which the enclave refuses the
-    input; ``schema_public`` says whether column names, dtypes and the row
+    for any code. ``max_result_bytes`` bounds the encoded result of a run.
+    ``expires`` is an aware ISO 8601 time after which the enclave rejects the
+    input. ``schema_public`` controls whether column names, dtypes and the row
     count are written in clear into the sealed header.
     """
 

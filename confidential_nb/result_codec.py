@@ -78,10 +78,14 @@ _NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 _EXTRA_TYPES: dict[str, type] = {}
 
 
-def encode_result(value: object) -> bytes:
-    """Encode a result or parameter value, raising EncodingError naming the first unsupported part."""
+def encode_result(value: object, *, root: str = "result") -> bytes:
+    """Encode a result or parameter value, raising EncodingError naming the first unsupported part.
+
+    ``root`` is the name error messages give the value, such as ``result``
+    or ``parameter 'weights'``.
+    """
     encoder = _Encoder()
-    tree = encoder.encode(value, "result", 0)
+    tree = encoder.encode(value, root, 0)
     document = {"value": tree, "buffers": encoder.spans, "body_length": encoder.length}
     text = json.dumps(document, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
     logger.debug("encoded a result into %d bytes with %d buffers", _PREFIX.size + len(text) + encoder.length, len(encoder.spans))
@@ -322,7 +326,7 @@ def _unsupported(value: object, path: str) -> EncodingError:
         advice = "return the file's contents as str or bytes, not the open file"
     else:
         advice = _ADVICE.get(description, _DEFAULT_ADVICE)
-    return EncodingError(f"{path} is {_article(description)}, which a result cannot contain: {advice}")
+    return EncodingError(f"{path} is {_article(description)}, which cannot cross the enclave boundary: {advice}")
 
 
 def _article(description: str) -> str:

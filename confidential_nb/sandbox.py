@@ -1,10 +1,10 @@
 """Isolation applied to runner processes, and the report of which layers are active.
 
-This version applies: a new session and process group (so a timeout kills
-every descendant that stays in the group), ``no_new_privs``, a non-dumpable
-process, a clean environment, a private scratch directory as working
-directory and ``TMPDIR``, closed inherited descriptors and resource limits
-on address space, CPU time, file size and open files. Namespaces, seccomp and
+Each runner gets a new session and process group, so a timeout kills every
+descendant that stays in the group. It also gets ``no_new_privs``, a
+non-dumpable process, a clean environment, a private scratch directory as
+working directory and ``TMPDIR``, no inherited descriptors beyond its
+channel, and limits on address space, CPU time, file size and open files. Namespaces, seccomp and
 a separate uid are not applied yet and are reported as inactive.
 """
 

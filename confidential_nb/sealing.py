@@ -11,9 +11,9 @@ Layout (all integers big-endian)::
     metadata  UTF-8 JSON: content type, chunk size, plaintext length,
               policy, public schema (or null), creation time
     chunks    AES-256-GCM(data key) of each chunk_size piece of the
-              payload; the nonce is an 11-byte chunk counter followed by a
-              last-chunk flag byte (the STREAM construction), and the
-              associated data is SHA-256 of everything before the chunks
+              payload. The nonce is an 11-byte chunk counter followed by a
+              last-chunk flag byte (the STREAM construction). The
+              associated data is SHA-256 of everything before the chunks.
 
 The prefix fields are read before authentication and each is bounded; the
 metadata is acted on only after the data key unwraps, which authenticates it.
@@ -315,9 +315,9 @@ def _read_head(path: Path) -> bytes:
 def seal(obj: object, *, policy: Policy | dict[str, Any] | None = None, key: PublicKey | None = None) -> Sealed:
     """Seal a DataFrame or bytes to the enclave's attested key.
 
-    With ``key=None`` the key home's current key is used, created on first use
-    by a one-shot enclave process that exits afterwards; only the public key
-    is ever loaded here.
+    With ``key=None`` the key home's current key is used. A one-shot enclave
+    process creates it on first use and exits afterwards, so only the public
+    key is ever loaded here.
     """
     resolved_policy = policy if isinstance(policy, Policy) else Policy.from_dict(policy)
     recipient = key if key is not None else _current_public_key()

@@ -268,7 +268,7 @@ def test_encode_frame_hides_name_of_user_class() -> None:
 
     df = pd.DataFrame({"c": pd.Series([PatientRecord()], dtype=object)})
 
-    with pytest.raises(EncodingError, match="contains an instance of a class defined outside the library") as info:
+    with pytest.raises(EncodingError, match="contains an instance of a class defined outside confidential_nb, numpy, pandas and Python") as info:
         encode_frame(df)
 
     assert "PatientRecord" not in str(info.value)

@@ -236,7 +236,7 @@ def test_decode_result_rebuilds_registered_type(counter_type: None) -> None:
 
 
 def test_encode_result_rejects_unregistered_type() -> None:
-    with pytest.raises(EncodingError, match="result is an instance of a class defined outside the library") as info:
+    with pytest.raises(EncodingError, match="result is an instance of a class defined outside confidential_nb, numpy, pandas and Python") as info:
         encode_result(Counter(1))
 
     assert "Counter" not in str(info.value)
@@ -295,7 +295,7 @@ def test_encode_result_rejects_subclass_of_library_model() -> None:
     class MyModel(LogisticRegression):
         pass
 
-    with pytest.raises(EncodingError, match=r"result\['m'\] is an instance of a class defined outside the library"):
+    with pytest.raises(EncodingError, match=r"result\['m'\] is an instance of a class defined outside confidential_nb, numpy, pandas and Python"):
         encode_result({"m": MyModel()})
 
 
@@ -321,11 +321,11 @@ class UserSecretThing:
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ({"f": lambda x: x}, r"result\['f'\] is a function, which a result cannot contain: return the values it computes"),
-        ({"s": {1, 2}}, r"result\['s'\] is a set, which a result cannot contain: convert it to a list"),
+        ({"f": lambda x: x}, r"result\['f'\] is a function, which cannot cross the enclave boundary: return the values it computes"),
+        ({"s": {1, 2}}, r"result\['s'\] is a set, which cannot cross the enclave boundary: convert it to a list"),
         ([frozenset()], r"result\[0\] is a frozenset, .* convert it to a list"),
         ({"g": make_generator()}, r"result\['g'\] is a generator, .* convert it to a list"),
-        ({"x": [1, [2, {"deep": UserSecretThing()}]]}, r"result\['x'\]\[1\]\[1\]\['deep'\] is an instance of a class defined outside the library"),
+        ({"x": [1, [2, {"deep": UserSecretThing()}]]}, r"result\['x'\]\[1\]\[1\]\['deep'\] is an instance of a class defined outside confidential_nb, numpy, pandas and Python"),
         ({"a": np.array(["x"], dtype=object)}, r"result\['a'\] is a numpy.ndarray of dtype object, .* convert it to a numeric dtype"),
         ({"a": np.array(["2020"], dtype="datetime64[ns]")}, r"numpy.ndarray of dtype datetime64\[ns\]"),
         ({"a": np.array(["ab"])}, r"numpy.ndarray of dtype <U2"),
@@ -335,7 +335,7 @@ class UserSecretThing:
         (bytearray(b"x"), r"result is a bytearray, .* convert it to bytes"),
         ([range(3)], r"result\[0\] is a range, .* convert it to a list"),
         ({"m": np.ma.masked_array([1])}, r"result\['m'\] is a numpy.ma.MaskedArray of dtype int64, .* with numpy.asarray\(\)"),
-        ((1, object()), r"result\[1\] is an object, which a result cannot contain: convert it to None, bool"),
+        ((1, object()), r"result\[1\] is an object, which cannot cross the enclave boundary: convert it to None, bool"),
         ({"e": ValueError("x")}, r"result\['e'\] is a ValueError"),
     ],
     ids=[

@@ -1,9 +1,9 @@
 """The monitor: holds the keys, unseals, enforces policy, guards egress, signs receipts.
 
 It never runs user code. Each run goes to a fresh runner forked by the
-zygote; the monitor hands the runner plaintext over a private socket pair,
-takes its encoded result, kills the runner's process group, and only then
-checks, signs and releases the result.
+zygote. The monitor sends the runner plaintext over a private socket pair
+and takes its encoded result. It then kills the runner's process group, and
+only after that checks, signs and releases the result.
 """
 
 from __future__ import annotations
@@ -132,7 +132,9 @@ class Monitor:
         limits = Limits(memory_bytes=memory, cpu_seconds=int(timeout) + 5,
                         file_size_bytes=DEFAULT_FILE_SIZE_BYTES, open_files=DEFAULT_OPEN_FILES)
 
+        # Library messages may name columns, so they pass only when every input's schema is public.
         request = {"op": "run", "source": source, "has_params": bool(header.get("has_params")),
+                   "library_messages": all(policy.schema_public for policy in policies),
                    "inputs": [{"name": spec["name"], "kind": kind} for spec, kind in zip(specs, kinds)]}
         payloads = plaintexts + ([attachments[-1]] if header.get("has_params") else [])
         started = time.time()
@@ -227,7 +229,7 @@ class Monitor:
             return failure("resource", f"the memory limit of {format_size(limits.memory_bytes)} is below the "
                                        f"{format_size(reply['baseline'])} a runner uses before running any code; "
                                        "raise --memory (or memory=)", resource="memory", limit=limits.memory_bytes)
-        log.error("zygote refused to fork: %s", reply)
+        log.error("zygote failed to fork a runner: %s", reply)
         return failure("internal", f"the enclave could not start a runner ({reply.get('error')}); restart the enclave")
 
     def _crash_reply(self, pid: int, limits: Limits) -> Reply:
@@ -261,7 +263,7 @@ class Monitor:
 
 
 def _explain_runner_failure(reply: Reply, limits: Limits) -> Reply:
-    """Name the limit a runner hit, which only the monitor knows, in its resource failure."""
+    """Name the limit a runner hit in its resource failure, because only the monitor has the value."""
     if reply.header.get("kind") != "resource" or "limit" in reply.header:
         return reply
     if reply.header.get("resource") == "file size":

@@ -62,7 +62,7 @@ def serve(channel: socket.socket) -> None:
     except Exception as exc:
         send_message(channel, {"ok": False, "kind": "input", "message": f"failed to decode the inputs ({type(exc).__name__})"})
         return
-    reply, blob = execute(str(header["source"]), namespace)
+    reply, blob = execute(str(header["source"]), namespace, library_messages=bool(header.get("library_messages", False)))
     send_message(channel, reply, [blob] if blob is not None else [])
 
 
@@ -82,8 +82,13 @@ def _bind_inputs(header: dict[str, Any], attachments: list[bytes]) -> dict[str, 
     return namespace
 
 
-def execute(source: str, namespace: dict[str, Any]) -> tuple[dict[str, Any], bytes | None]:
-    """Run `source` in `namespace`; return the reply header and the encoded result."""
+def execute(source: str, namespace: dict[str, Any], *, library_messages: bool = True) -> tuple[dict[str, Any], bytes | None]:
+    """Run `source` in `namespace`; return the reply header and the encoded result.
+
+    With ``library_messages=False`` even the library's own exception
+    messages are withheld, because they may name columns of an input whose
+    schema the data owner kept private.
+    """
     from ..errors import EncodingError
     from ..result_codec import encode_result
 
@@ -100,9 +105,9 @@ def execute(source: str, namespace: dict[str, Any]) -> tuple[dict[str, Any], byt
         # Python ignores SIGXFSZ, so a write past RLIMIT_FSIZE fails with EFBIG instead.
         if exc.errno == errno.EFBIG:
             return {"ok": False, "kind": "resource", "resource": "file size"}, None
-        return _describe_exception(exc), None
+        return _describe_exception(exc, library_messages), None
     except BaseException as exc:  # Anything the cell raises, SystemExit included, is reported.
-        return _describe_exception(exc), None
+        return _describe_exception(exc, library_messages), None
     finally:
         sys.stdout, sys.stderr = saved
 
@@ -130,7 +135,7 @@ def _run_cell(source: str, namespace: dict[str, Any]) -> Any:
     return namespace["result"] if "result" in namespace else value
 
 
-def _describe_exception(exc: BaseException) -> dict[str, Any]:
+def _describe_exception(exc: BaseException, library_messages: bool) -> dict[str, Any]:
     if isinstance(exc, SyntaxError) and exc.filename == CELL_FILENAME:
         return {"ok": False, "kind": "exception", "exception_type": "SyntaxError", "line": exc.lineno,
                 "message": str(exc.msg)[:_MAX_MESSAGE_CHARS]}
@@ -146,7 +151,7 @@ def _describe_exception(exc: BaseException) -> dict[str, Any]:
         "kind": "exception",
         "exception_type": public_type_name(type(exc)),
         "line": cell_line,
-        "message": _public_message(exc, innermost_file),
+        "message": _public_message(exc, innermost_file) if library_messages else None,
     }
 
 

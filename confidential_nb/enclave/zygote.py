@@ -1,8 +1,8 @@
 """The zygote: imports numpy and pandas once, then forks one runner per run.
 
-It holds no key and never sees a run's plaintext: the monitor sends the
-runner's end of a fresh socket pair with each fork request and talks to the
-runner directly. Started by the monitor as
+It has no key and never receives a run's plaintext, because the monitor
+sends the runner's end of a fresh socket pair with each fork request and
+talks to the runner directly. Started by the monitor as
 ``python -I -m confidential_nb.enclave.zygote --fd N``.
 """
 
@@ -16,6 +16,8 @@ from ..sandbox import SINGLE_THREAD_ENVIRONMENT
 os.environ.update(SINGLE_THREAD_ENVIRONMENT)
 
 import argparse  # noqa: E402
+import ctypes  # noqa: E402
+import signal  # noqa: E402
 import socket  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -29,6 +31,7 @@ from . import runner  # noqa: E402
 
 # Headroom a runner needs above the zygote's mapped memory to start any code at all.
 _STARTUP_HEADROOM_BYTES = 64 * 1024**2
+_PR_SET_PDEATHSIG = 1
 
 
 def main() -> None:
@@ -36,6 +39,8 @@ def main() -> None:
     parser.add_argument("--fd", type=int, required=True)
     arguments = parser.parse_args()
 
+    # If the monitor dies without closing the channel, the kernel ends the zygote too.
+    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     channel = socket.socket(fileno=arguments.fd)
     while True:
         try:
@@ -55,15 +60,16 @@ def _serve_one(channel: socket.socket) -> None:
         send_message(channel, {"error": "protocol"})
         return
     limits = Limits(**header["limits"])
-    refusal = _check_fork(limits)
-    if refusal is not None:
+    rejection = _check_fork(limits)
+    if rejection is not None:
         os.close(runner_fd)
-        send_message(channel, refusal)
+        send_message(channel, rejection)
         return
 
+    zygote_pid = os.getpid()
     pid = os.fork()
     if pid == 0:
-        _become_runner(runner_fd, str(header["scratch"]), limits)
+        _become_runner(runner_fd, str(header["scratch"]), limits, zygote_pid)
     os.close(runner_fd)
     send_message(channel, {"pid": pid})
 
@@ -78,10 +84,14 @@ def _check_fork(limits: Limits) -> dict[str, Any] | None:
     return None
 
 
-def _become_runner(runner_fd: int, scratch: str, limits: Limits) -> None:
+def _become_runner(runner_fd: int, scratch: str, limits: Limits, zygote_pid: int) -> None:
     """Run in the forked child: isolate, run the cell, exit without returning."""
     status = 1
     try:
+        # A runner must not outlive the zygote; the check covers a zygote that died before the prctl call.
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != zygote_pid:
+            return
         isolate_runner(scratch, runner_fd, limits)
         runner.reseed()
         runner.serve(socket.socket(fileno=runner_fd))
