@@ -63,6 +63,13 @@ MAX_DEPTH = 100
 # Bounds the work of encoding a value that shares one container many times
 # over, e.g. ``a = [a, a]`` repeated, which has no cycle but grows exponentially.
 MAX_NODES = 1_000_000
+# Each encoded node takes at most 5 JSON arrays or objects: up to 3 of its own
+# (an object node's tag, state and items) and up to 2 in its parent (a dict
+# item's [key, value] pair and an int key). A node with a buffer has at most 2
+# of its own, so its [offset, length] span keeps it within 5. The document
+# object and its buffer list add 2. Counting them before json.loads bounds the
+# memory that the parsed tree takes.
+MAX_CONTAINERS = 5 * MAX_NODES + 2
 MAX_NDIM = 32
 _KEY_PREVIEW = 40
 
@@ -73,6 +80,7 @@ ARRAY_DTYPES = frozenset(
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _HEX_INT = re.compile(r"-?[0-9a-f]+")
 _NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 
 # Types added by tests through `_registered_types`, never by decoded data.
 _EXTRA_TYPES: dict[str, type] = {}
@@ -350,13 +358,29 @@ def _split_blob(view: memoryview) -> tuple[dict[str, Any], memoryview]:
         raise ProtocolError(f"the result declares a {text_length}-byte JSON document, longer than the blob")
 
     text_end = _PREFIX.size + text_length
+    text = bytes(view[_PREFIX.size:text_end])
+    if _count_containers(text) > MAX_CONTAINERS:
+        raise ProtocolError(
+            f"the result's JSON document has more than {MAX_CONTAINERS} arrays and objects, "
+            f"more than {MAX_NODES} encoded nodes can take: it was not made by encode_result"
+        )
     try:
-        document = json.loads(bytes(view[_PREFIX.size:text_end]).decode("ascii"), parse_constant=_reject_constant)
+        document = json.loads(text.decode("ascii"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ProtocolError(f"the result's JSON document is invalid ({type(exc).__name__})") from None
     if not isinstance(document, dict):
         raise ProtocolError("the result's JSON document is not an object")
     return document, view[text_end:]
+
+
+def _count_containers(text: bytes) -> int:
+    """Count the JSON arrays and objects in ``text``, ignoring brackets inside strings."""
+    count = text.count(b"[") + text.count(b"{")
+    if count <= MAX_CONTAINERS:
+        return count
+    # Only a document over the limit pays for the exact count outside strings.
+    outside_strings = _JSON_STRING.sub(b"", text)
+    return outside_strings.count(b"[") + outside_strings.count(b"{")
 
 
 def _reject_constant(name: str) -> None:
@@ -389,6 +413,7 @@ class _Decoder:
     def __init__(self, body: memoryview, spans: list[tuple[int, int]]) -> None:
         self.body = body
         self.spans = spans
+        self.nodes = 0
 
     def buffer(self, node: dict[str, Any]) -> memoryview:
         index = node.get("buffer")
@@ -400,6 +425,13 @@ class _Decoder:
     def decode(self, node: Any, depth: int) -> object:
         if depth > MAX_DEPTH:
             raise ProtocolError(f"the result is nested more than {MAX_DEPTH} levels deep")
+        # Counted as the encoder counts, so every encoded result decodes.
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise ProtocolError(
+                f"the result has more than {MAX_NODES} nodes, the limit encode_result enforces: "
+                "it was not made by encode_result"
+            )
         if node is None or type(node) in (bool, str, int, float):
             return node
         if type(node) is list:

@@ -522,6 +522,75 @@ def test_decode_result_rejects_malformed_blob(blob: bytes, message: str) -> None
         decode_result(blob)
 
 
+def test_decode_result_rejects_excess_nodes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(result_codec, "MAX_NODES", 5000)
+
+    # The list itself is a node, so 4999 items make 5000 nodes.
+    assert decode_result(blob_with_value([0] * 4999)) == [0] * 4999
+    with pytest.raises(ProtocolError, match="the result has more than 5000 nodes, the limit encode_result enforces"):
+        decode_result(blob_with_value([0] * 5000))
+
+
+def test_decode_result_rejects_excess_nodes_at_real_limit() -> None:
+    with pytest.raises(ProtocolError, match=f"more than {result_codec.MAX_NODES} nodes"):
+        decode_result(blob_with_value([[]] * result_codec.MAX_NODES))
+
+
+def node_limit_value(fitted_model: LogisticRegression) -> object:
+    return {
+        2**70: [1 + 2j, complex(math.nan, math.inf), (None, b"ab")],
+        "array": np.zeros((2, 3)),
+        "scalar": np.float32(1.5),
+        "frame": pd.DataFrame({"a": [1]}),
+        "series": pd.Series([1.0], name="s"),
+        "model": fitted_model,
+    }
+
+
+def test_decode_result_counts_nodes_as_encoder(monkeypatch: pytest.MonkeyPatch, fitted_model: LogisticRegression) -> None:
+    value = node_limit_value(fitted_model)
+    encoder = result_codec._Encoder()
+    encoder.encode(value, "result", 0)
+    blob = encode_result(value)
+
+    monkeypatch.setattr(result_codec, "MAX_NODES", encoder.nodes)
+    assert type(decode_result(blob)) is dict
+    monkeypatch.setattr(result_codec, "MAX_NODES", encoder.nodes - 1)
+    with pytest.raises(ProtocolError, match=f"more than {encoder.nodes - 1} nodes"):
+        decode_result(blob)
+
+
+def test_decode_result_rejects_excess_containers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(result_codec, "MAX_CONTAINERS", 100)
+
+    # The document object, the buffer list and the value list take 3.
+    assert decode_result(blob_with_value([[]] * 97)) == [[]] * 97
+    with pytest.raises(ProtocolError, match="has more than 100 arrays and objects"):
+        decode_result(blob_with_value([[]] * 98))
+
+
+def test_decode_result_ignores_brackets_in_strings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(result_codec, "MAX_CONTAINERS", 100)
+    text = '\\"[{' * 100
+
+    assert decode_result(encode_result({text: [text]})) == {text: [text]}
+
+
+def test_encode_result_stays_within_container_bound(fitted_model: LogisticRegression) -> None:
+    # Dict values with int keys beyond 64 bits and complex parts that are
+    # float nodes take the most arrays and objects per node.
+    worst = {2**70 + i: complex(math.nan, math.inf) for i in range(50)}
+    value = [worst, {2**70: {"a": np.zeros(1)}}, node_limit_value(fitted_model)]
+    encoder = result_codec._Encoder()
+    encoder.encode(value, "result", 0)
+
+    blob = encode_result(value)
+    length = PREFIX.unpack_from(blob)[3]
+
+    containers = result_codec._count_containers(blob[PREFIX.size:PREFIX.size + length])
+    assert containers <= 5 * encoder.nodes + 2
+
+
 def test_decode_result_rejects_series_of_two_columns() -> None:
     from confidential_nb.frame_codec import encode_frame
 
