@@ -25,6 +25,10 @@ _MAX_SUMMARY_KEYS = 20
 _MAX_TEXT_CHARS = 60
 """Maximum length of a string value in a display. Longer strings are shortened."""
 
+_MAX_DECIMAL_INT_BITS = 128
+"""Maximum bit length of an int shown in decimal. Wider ints are described by bit length,
+because Python refuses to convert an int of more than 4300 digits to str."""
+
 _NO_HISTORY_FIX = (
     "return the fitted model or its history_ from the cell, for example "
     "result = {'accuracy': model.score(X_test, y_test), 'model': model}"
@@ -243,7 +247,8 @@ def _describe_items(mapping: Mapping[Any, Any]) -> list[tuple[str, str]]:
         if index == _MAX_SUMMARY_KEYS:
             rows.append(("...", f"{len(mapping) - _MAX_SUMMARY_KEYS} more keys"))
             break
-        rows.append((f"[{key!r}]", describe_value(item)))
+        label = f"[int {_format_int(key)}]" if type(key) is int and _is_wide(key) else f"[{key!r}]"
+        rows.append((label, describe_value(item)))
     return rows
 
 
@@ -252,7 +257,7 @@ def _format_scalar(value: Any) -> str | None:
     if isinstance(value, bool) or type(value).__name__ == "bool_":
         return str(bool(value))
     if isinstance(value, numbers.Integral):
-        return str(int(value))
+        return _format_int(int(value))
     if not isinstance(value, numbers.Real):
         return None
 
@@ -263,6 +268,18 @@ def _format_scalar(value: Any) -> str | None:
     if abs(number) < 1e-4 or abs(number) >= 1e15:
         return f"{number:.4g}"
     return str(round(number, 4))
+
+
+def _format_int(number: int) -> str:
+    """Format an int in decimal, or by its bit length when it is wider than `_MAX_DECIMAL_INT_BITS`."""
+    if not _is_wide(number):
+        return str(number)
+    sign = ", negative" if number < 0 else ""
+    return f"of {number.bit_length()} bits{sign}"
+
+
+def _is_wide(number: int) -> bool:
+    return number.bit_length() > _MAX_DECIMAL_INT_BITS
 
 
 def _shorten(text: str) -> str:

@@ -167,6 +167,26 @@ def test_repr_is_deterministic() -> None:
     assert first._repr_html_() == second._repr_html_()
 
 
+def test_repr_describes_huge_int_by_bit_length() -> None:
+    # 10**5000 has more digits than Python converts to str by default.
+    result = RunResult(value={"big": 10**5000, "negative": -(10**5000), 10**5000: 1})
+
+    text = repr(result)
+    markup = result._repr_html_()
+
+    assert "['big']: int of 16610 bits" in text
+    assert "['negative']: int of 16610 bits, negative" in text
+    assert "[int of 16610 bits]: int 1" in text
+    assert "int of 16610 bits" in markup
+
+
+def test_repr_describes_huge_int_value() -> None:
+    result = RunResult(value=10**5000)
+
+    assert "value: int of 16610 bits" in repr(result)
+    assert "int of 16610 bits" in result._repr_html_()
+
+
 def test_repr_html_escapes_enclave_strings() -> None:
     value = {"<script>alert('key')</script>": "<script>alert('value')</script>"}
     result = RunResult(value=value, warnings=["<img src=x onerror=alert(1)>"])
@@ -199,6 +219,8 @@ def test_repr_html_is_a_table() -> None:
     ("value", "expected"),
     [
         (True, "bool True"),
+        (2**128 - 1, "int 340282366920938463463374607431768211455"),
+        (2**128, "int of 129 bits"),
         (np.float64(0.123456), "float64 0.1235"),
         (np.int64(7), "int64 7"),
         (float("nan"), "float nan"),
