@@ -243,14 +243,16 @@ class Enclave:
         last expression. Defaults: a 10-minute timeout, and a memory limit of
         4 GiB or 4x the sealed inputs, whichever is larger.
         """
-        from .limits import DEFAULT_TIMEOUT_SECONDS, parse_size
+        from .limits import DEFAULT_TIMEOUT_SECONDS, MAX_MEMORY_BYTES, MAX_TIMEOUT_SECONDS, format_size, parse_size
 
         request, attachments = _build_request(source, inputs or {}, params or {}, debug)
         wait = float(timeout) if timeout is not None else DEFAULT_TIMEOUT_SECONDS
-        if wait <= 0:
-            raise ValueError(f"invalid timeout {timeout!r}: expected a positive number of seconds")
+        if not 0 < wait <= MAX_TIMEOUT_SECONDS:
+            raise ValueError(f"invalid timeout {timeout!r}: expected a number of seconds above 0 and at most {MAX_TIMEOUT_SECONDS:g}")
         request["timeout"] = wait
         request["memory"] = parse_size(memory) if memory is not None else None
+        if request["memory"] is not None and request["memory"] > MAX_MEMORY_BYTES:
+            raise ValueError(f"invalid memory {memory!r}: the largest limit is {format_size(MAX_MEMORY_BYTES)}")
 
         with self._lock:
             self._start_locked()
@@ -312,8 +314,10 @@ def _finish_run(header: dict[str, Any], attachments: list[bytes], nonce: str, ke
     value = decode_result(blob)
     texts = [str(text) for text in header.get("warnings", [])]
     for text in texts:
-        warnings.warn(text, errors.EnclaveWarning, stacklevel=3)
-    return RunResult(value=value, receipt=receipt, withheld_lines=int(header.get("withheld_lines", 0)), warnings=texts)
+        # Attributed to the enclave run, not to a line of this library.
+        warnings.warn_explicit(text, errors.EnclaveWarning, filename="<enclave run>", lineno=1)
+    withheld = header.get("withheld_lines", 0)
+    return RunResult(value=value, receipt=receipt, withheld_lines=withheld if type(withheld) is int else 0, warnings=texts)
 
 
 def _error_from_reply(header: dict[str, Any]) -> errors.ConfidentialNBError:
@@ -327,15 +331,14 @@ def _error_from_reply(header: dict[str, Any]) -> errors.ConfidentialNBError:
 
 def _exception_error(header: dict[str, Any]) -> errors.EnclaveError:
     name = str(header.get("exception_type"))
-    line = header.get("line")
+    line = header.get("line") if type(header.get("line")) is int else None
     where = f"at line {line} of the cell" if line else "outside the cell's own lines"
     message = header.get("message")
     if message:
         text = f"the cell raised {name} {where}: {message}"
     else:
-        text = (f"the cell raised {name} {where}; its message stays inside the enclave because it may contain data, "
-                "so check that line and the schema of the sealed input")
-    return errors.EnclaveError(text, exception_type=name, line=int(line) if line else None)
+        text = f"the cell raised {name} {where}; its message stays inside the enclave because it may contain data"
+    return errors.EnclaveError(text, exception_type=name, line=line)
 
 
 def _stop_process(process: subprocess.Popen[bytes] | None, channel: socket.socket | None) -> None:

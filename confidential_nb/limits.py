@@ -7,8 +7,14 @@ import re
 DEFAULT_TIMEOUT_SECONDS = 600.0
 """Wall-clock limit of one run; the runner's process group is killed after it."""
 
+MAX_TIMEOUT_SECONDS = 7 * 24 * 3600.0
+"""Largest timeout a run accepts: one week."""
+
 DEFAULT_MEMORY_BYTES = 4 * 1024**3
 """Address-space limit of one runner, including what the zygote already mapped."""
+
+MAX_MEMORY_BYTES = 1024**4
+"""Largest memory limit a run accepts: 1 TiB."""
 
 MEMORY_PER_INPUT_BYTE = 4
 """The memory limit is at least this many times the total size of the sealed inputs."""

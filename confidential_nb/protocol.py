@@ -14,9 +14,11 @@ nothing is ever unpickled.
 
 from __future__ import annotations
 
+import functools
 import json
 import socket
 import struct
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,6 +37,10 @@ class PeerClosedError(ProtocolError):
     """The other process closed its end of the channel."""
 
 
+class MessageTooLargeError(ProtocolError):
+    """A message declared more attachment bytes than the receiver allows."""
+
+
 def send_message(sock: socket.socket, header: dict[str, Any], attachments: Sequence[bytes | bytearray | memoryview] = ()) -> None:
     """Send one message: the JSON header, then each attachment."""
     encoded = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
@@ -50,25 +56,32 @@ def send_message(sock: socket.socket, header: dict[str, Any], attachments: Seque
         sock.sendall(view)
 
 
-def recv_message(sock: socket.socket, *, max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES) -> tuple[dict[str, Any], list[bytes]]:
-    """Receive one message; raise `PeerClosedError` at a clean end of stream."""
-    prefix = _recv_exact(sock, _PREFIX.size, allow_eof=True)
+def recv_message(
+    sock: socket.socket, *, max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES, deadline: float | None = None
+) -> tuple[dict[str, Any], list[bytes]]:
+    """Receive one message; raise `PeerClosedError` at a clean end of stream.
+
+    With a `deadline` (a `time.monotonic()` value) the whole message must
+    arrive before it, however the sender splits it, or `TimeoutError` is raised.
+    """
+    receive = functools.partial(_recv_exact, sock, deadline=deadline)
+    prefix = receive(_PREFIX.size, allow_eof=True)
     magic, header_length, count = _PREFIX.unpack(prefix)
     if magic != MAGIC:
         raise ProtocolError("message does not start with the protocol magic; the peer is not a confidential_nb process")
     if header_length > MAX_HEADER_BYTES or count > MAX_ATTACHMENTS:
         raise ProtocolError(f"message declares a {header_length}-byte header and {count} attachments, over the limits")
 
-    header = _decode_header(_recv_exact(sock, header_length))
+    header = _decode_header(receive(header_length))
 
     attachments: list[bytes] = []
     remaining = max_total_bytes
     for _ in range(count):
-        (length,) = _LENGTH.unpack(_recv_exact(sock, _LENGTH.size))
+        (length,) = _LENGTH.unpack(receive(_LENGTH.size))
         if length > remaining:
-            raise ProtocolError(f"attachment of {length} bytes exceeds the message limit of {max_total_bytes} bytes")
+            raise MessageTooLargeError(f"attachment of {length} bytes exceeds the message limit of {max_total_bytes} bytes")
         remaining -= length
-        attachments.append(_recv_exact(sock, length))
+        attachments.append(receive(length))
     return header, attachments
 
 
@@ -82,11 +95,16 @@ def _decode_header(raw: bytes) -> dict[str, Any]:
     return header
 
 
-def _recv_exact(sock: socket.socket, length: int, *, allow_eof: bool = False) -> bytes:
+def _recv_exact(sock: socket.socket, length: int, *, allow_eof: bool = False, deadline: float | None = None) -> bytes:
     buffer = bytearray(length)
     view = memoryview(buffer)
     received = 0
     while received < length:
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("the message did not arrive before the deadline")
+            sock.settimeout(remaining)
         count = sock.recv_into(view[received:], min(length - received, 1 << 24))
         if count == 0:
             if allow_eof and received == 0:

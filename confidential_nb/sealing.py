@@ -161,7 +161,7 @@ def parse_header(data: bytes | memoryview) -> Header:
     try:
         metadata = json.loads(bytes(view[_PREFIX.size + wrapped_length : end]))
         _check_metadata(metadata)
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise SealError(_OPAQUE_FAILURE) from exc
     return Header(
         kem=kem,

@@ -230,7 +230,7 @@ def test_run_policy_expired(enclave, frame):
 def test_run_egress_limit(enclave, frame):
     sealed = confidential_nb.seal(frame, policy={"max_result_bytes": 300})
     assert enclave.run("float(data['x'].mean())", inputs={"data": sealed}).value is not None
-    with pytest.raises(EgressError, match="more than the 300 bytes"):
+    with pytest.raises(EgressError, match="larger than the 300 B the inputs. policy allows"):
         enclave.run("data", inputs={"data": sealed})
 
 

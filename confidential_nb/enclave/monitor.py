@@ -29,11 +29,15 @@ from ..functions import cell_checksum
 from ..keys import EnclaveKeys
 from ..limits import DEFAULT_FILE_SIZE_BYTES, DEFAULT_OPEN_FILES, DEFAULT_TIMEOUT_SECONDS, format_size, memory_limit_for
 from ..policy import Policy
-from ..protocol import PeerClosedError, recv_message, send_fd, send_message
+from ..protocol import MessageTooLargeError, PeerClosedError, recv_message, send_fd, send_message
 from ..sandbox import Limits, clean_environment, layer_report
 from ..sealing import unseal_bytes
+from .egress import bounded_count, guard_failure, guarded_warnings, text_size
 
 log = logging.getLogger("confidential_nb.enclave")
+
+# A run without sealed inputs has no policy; its result may still not exceed this size.
+NO_INPUT_RESULT_LIMIT_BYTES = 1024**3
 
 # A runner killed by one of these signals hit its CPU-time or file-size limit.
 _LIMIT_SIGNALS = {signal.SIGXCPU: "CPU time", signal.SIGXFSZ: "file size"}
@@ -93,7 +97,11 @@ class Monitor:
             if header.get("op") == "shutdown":
                 send_message(self.channel, {"ok": True})
                 return
-            reply = self.handle(header, attachments)
+            try:
+                reply = self.handle(header, attachments)
+            except Exception:  # One bad request must not end the enclave; the host gets an error instead.
+                log.exception("request %r failed inside the monitor", header.get("op"))
+                reply = failure("internal", f"the enclave failed to handle the request; see enclave.log in {self.home}")
             send_message(self.channel, reply.header, reply.attachments)
 
     def handle(self, header: dict[str, Any], attachments: list[bytes]) -> Reply:
@@ -126,6 +134,10 @@ class Monitor:
             return unsealed
         plaintexts, policies, kinds = unsealed
 
+        syntax_error = _check_syntax(source)
+        if syntax_error is not None:
+            return syntax_error
+
         timeout = float(header.get("timeout") or DEFAULT_TIMEOUT_SECONDS)
         requested_memory = header.get("memory")
         memory = memory_limit_for(sum(len(p) for p in plaintexts), int(requested_memory) if requested_memory else None)
@@ -133,23 +145,20 @@ class Monitor:
                         file_size_bytes=DEFAULT_FILE_SIZE_BYTES, open_files=DEFAULT_OPEN_FILES)
 
         # Library messages may name columns, so they pass only when every input's schema is public.
+        text_allowed = all(policy.schema_public for policy in policies)
+        budget = min((policy.max_result_bytes for policy in policies), default=NO_INPUT_RESULT_LIMIT_BYTES)
         request = {"op": "run", "source": source, "has_params": bool(header.get("has_params")),
-                   "library_messages": all(policy.schema_public for policy in policies),
+                   "library_messages": text_allowed,
                    "inputs": [{"name": spec["name"], "kind": kind} for spec, kind in zip(specs, kinds)]}
         payloads = plaintexts + ([attachments[-1]] if header.get("has_params") else [])
         started = time.time()
-        reply = self._run_in_runner(request, payloads, limits, timeout)
+        reply = self._run_in_runner(request, payloads, limits, timeout, budget)
         del plaintexts, payloads
         self.runs += 1
         if not reply.header.get("ok"):
             log.info("run %s failed: %s", run_id, reply.header.get("kind"))
             return _explain_runner_failure(reply, limits)
-
         result = reply.attachments[0]
-        limit = min(policy.max_result_bytes for policy in policies) if policies else None
-        if limit is not None and len(result) > limit:
-            log.info("run %s: result of %d bytes withheld (limit %d)", run_id, len(result), limit)
-            return failure("egress", f"the result is {len(result)} bytes, more than the {limit} bytes the input's policy allows; return aggregates, not rows")
 
         receipt = sign_receipt(self.keys, {
             "run_id": run_id,
@@ -189,7 +198,8 @@ class Monitor:
             kinds.append(header.content_type)
         return plaintexts, policies, kinds
 
-    def _run_in_runner(self, request: dict[str, Any], payloads: list[bytes], limits: Limits, timeout: float) -> Reply:
+    def _run_in_runner(self, request: dict[str, Any], payloads: list[bytes], limits: Limits, timeout: float,
+                       budget: int) -> Reply:
         scratch = tempfile.mkdtemp(prefix="run-", dir=self.scratch_root)
         ours, theirs = socket.socketpair()
         pid: int | None = None
@@ -200,7 +210,7 @@ class Monitor:
             if "pid" not in forked:
                 return self._fork_failure(forked, limits)
             pid = int(forked["pid"])
-            return self._exchange(ours, pid, request, payloads, limits, timeout)
+            return self._exchange(ours, pid, request, payloads, limits, timeout, budget)
         finally:
             ours.close()
             theirs.close()
@@ -210,19 +220,23 @@ class Monitor:
             shutil.rmtree(scratch, ignore_errors=True)
 
     def _exchange(self, channel: socket.socket, pid: int, request: dict[str, Any], payloads: list[bytes],
-                  limits: Limits, timeout: float) -> Reply:
-        """Send the run to the runner and wait for its reply until the timeout."""
+                  limits: Limits, timeout: float, budget: int) -> Reply:
+        """Send the run to the runner and wait for its whole reply until the timeout."""
+        deadline = time.monotonic() + timeout
         channel.settimeout(timeout)
         try:
             send_message(channel, request, payloads)
-            header, attachments = recv_message(channel)
+            header, attachments = recv_message(channel, max_total_bytes=budget, deadline=deadline)
+        except MessageTooLargeError:
+            log.info("runner %d sent a reply over the budget of %d bytes", pid, budget)
+            return _over_budget(budget)
         except TimeoutError:
             log.info("runner %d timed out after %g s", pid, timeout)
             return failure("timeout", f"the run exceeded its timeout of {timeout:g} seconds and was stopped; "
                                       "pass a larger --timeout (or timeout=) if it needs more time", timeout=timeout)
         except (ProtocolError, OSError):
             return self._crash_reply(pid, limits)
-        return Reply(header, attachments)
+        return _guard(Reply(header, attachments), str(request["source"]), bool(request["library_messages"]), budget)
 
     def _fork_failure(self, reply: dict[str, Any], limits: Limits) -> Reply:
         if reply.get("error") == "memory":
@@ -274,3 +288,35 @@ def _explain_runner_failure(reply: Reply, limits: Limits) -> Reply:
                                    "(4 GiB or 4x the sealed inputs by default); raise it with --memory (or memory=), "
                                    "or work on a sample of the data", resource="memory", limit=limits.memory_bytes)
     return reply
+
+
+def _check_syntax(source: str) -> Reply | None:
+    """Compile the cell here, so a syntax error is reported by trusted code with its message."""
+    try:
+        compile(source, "<cell>", "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        return Reply({"ok": False, "kind": "exception", "exception_type": type(exc).__name__,
+                      "line": exc.lineno, "message": str(exc.msg)[:500]})
+    except (ValueError, RecursionError, MemoryError):
+        return Reply({"ok": False, "kind": "exception", "exception_type": "SyntaxError", "line": None, "message": None})
+    return None
+
+
+def _over_budget(budget: int) -> Reply:
+    return failure("egress", f"the result is larger than the {format_size(budget)} the inputs' policy allows; "
+                             "return aggregates, not rows", limit=budget)
+
+
+def _guard(reply: Reply, source: str, text_allowed: bool, budget: int) -> Reply:
+    """Rebuild a runner's reply from what may leave, and hold it to the result budget."""
+    header = reply.header
+    if header.get("ok") is not True:
+        return Reply(guard_failure(header, source, text_allowed))
+    if len(reply.attachments) != 1:
+        return failure("internal", "the runner sent a malformed reply and was stopped")
+
+    guarded = {"ok": True, "withheld_lines": bounded_count(header.get("withheld_lines")),
+               "warnings": guarded_warnings(header.get("warnings"), text_allowed)}
+    if len(reply.attachments[0]) + text_size(guarded) > budget:
+        return _over_budget(budget)
+    return Reply(guarded, reply.attachments)

@@ -136,10 +136,6 @@ def _run_cell(source: str, namespace: dict[str, Any]) -> Any:
 
 
 def _describe_exception(exc: BaseException, library_messages: bool) -> dict[str, Any]:
-    if isinstance(exc, SyntaxError) and exc.filename == CELL_FILENAME:
-        return {"ok": False, "kind": "exception", "exception_type": "SyntaxError", "line": exc.lineno,
-                "message": str(exc.msg)[:_MAX_MESSAGE_CHARS]}
-
     cell_line = None
     innermost_file = ""
     for frame, line in traceback.walk_tb(exc.__traceback__):
@@ -156,12 +152,15 @@ def _describe_exception(exc: BaseException, library_messages: bool) -> dict[str,
 
 
 def public_type_name(kind: type) -> str:
-    """Name an exception class when it comes from Python, numpy, pandas or this library."""
+    """Name an exception class when it comes from Python, numpy, pandas or this library.
+
+    A class can claim any ``__module__``, so the name counts only when that
+    module really exports this very class. The monitor checks the name again.
+    """
     module = kind.__module__
-    if module == "builtins":
-        return kind.__qualname__
-    if module.split(".")[0] in _TRUSTED_MODULE_PREFIXES:
-        return f"{module}.{kind.__qualname__}"
+    trusted = module == "builtins" or module.split(".")[0] in _TRUSTED_MODULE_PREFIXES
+    if trusted and getattr(sys.modules.get(module), kind.__qualname__, None) is kind:
+        return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
     return "an exception class defined outside Python, numpy, pandas and confidential_nb"
 
 
@@ -179,8 +178,10 @@ def _public_message(exc: BaseException, innermost_file: str) -> str | None:
 def _filter_warnings(caught: list[warnings.WarningMessage]) -> tuple[list[str], int]:
     passed: list[str] = []
     withheld = 0
+    from ..training import ConvergenceWarning
+
     for warning in caught:
-        if warning.category.__module__.startswith("confidential_nb") and len(passed) < 20:
+        if warning.category is ConvergenceWarning and len(passed) < 20:
             passed.append(f"{warning.category.__name__}: {str(warning.message)[:_MAX_MESSAGE_CHARS]}")
         else:
             withheld += 1

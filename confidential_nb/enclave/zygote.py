@@ -16,6 +16,7 @@ from ..sandbox import SINGLE_THREAD_ENVIRONMENT
 os.environ.update(SINGLE_THREAD_ENVIRONMENT)
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import ctypes  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
@@ -32,6 +33,8 @@ from . import runner  # noqa: E402
 # Headroom a runner needs above the zygote's mapped memory to start any code at all.
 _STARTUP_HEADROOM_BYTES = 64 * 1024**2
 _PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+_SWEEP_ROUNDS = 100
 
 
 def main() -> None:
@@ -40,7 +43,10 @@ def main() -> None:
     arguments = parser.parse_args()
 
     # If the monitor dies without closing the channel, the kernel ends the zygote too.
-    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    libc = ctypes.CDLL(None)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    # Orphans of a run (a child that called setsid, then lost its parent) come back to us to be killed.
+    libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     channel = socket.socket(fileno=arguments.fd)
     while True:
         try:
@@ -101,11 +107,43 @@ def _become_runner(runner_fd: int, scratch: str, limits: Limits, zygote_pid: int
 
 
 def _wait(pid: int) -> int:
-    """Reap a runner; return its exit code, or minus the signal that ended it."""
+    """Reap a runner and every orphan its run left; return the runner's exit code or minus its signal."""
     _, status = os.waitpid(pid, 0)
+    _sweep_orphans()
     if os.WIFSIGNALED(status):
         return -os.WTERMSIG(status)
     return os.WEXITSTATUS(status)
+
+
+def _sweep_orphans() -> None:
+    """Kill and reap every remaining child; runs are sequential, so all of them belong to the ended run."""
+    for _ in range(_SWEEP_ROUNDS):
+        children = _children()
+        if not children:
+            return
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
+        for child in children:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(child, 0)
+
+
+def _children() -> list[int]:
+    """Return the ids of this process's children, read from /proc."""
+    me = os.getpid()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == me:
+            found.append(int(entry))
+    return found
 
 
 if __name__ == "__main__":
