@@ -209,6 +209,8 @@ def _draw_metric(ax: Any, history: History, metric: str, *, has_validation: bool
 
 def describe_value(value: Any) -> str:
     """Describe ``value`` in one line: a rounded scalar, or its type and size."""
+    if value is None:
+        return "None"
     scalar = _format_scalar(value)
     if scalar is not None:
         return f"{type(value).__name__} {scalar}"

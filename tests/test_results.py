@@ -167,6 +167,13 @@ def test_repr_is_deterministic() -> None:
     assert first._repr_html_() == second._repr_html_()
 
 
+def test_repr_shows_none_value() -> None:
+    text = repr(RunResult(value=None))
+
+    assert "value: None" in text
+    assert "NoneType" not in text
+
+
 def test_repr_describes_huge_int_by_bit_length() -> None:
     # 10**5000 has more digits than Python converts to str by default.
     result = RunResult(value={"big": 10**5000, "negative": -(10**5000), 10**5000: 1})
@@ -218,6 +225,7 @@ def test_repr_html_is_a_table() -> None:
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
+        (None, "None"),
         (True, "bool True"),
         (2**128 - 1, "int 340282366920938463463374607431768211455"),
         (2**128, "int of 129 bits"),
