@@ -250,18 +250,31 @@ def test_run_bad_arguments_rejected_before_sending(enclave, kwargs, error, patte
         enclave.run("1", **kwargs)
 
 
-def test_run_interrupt_restarts_enclave(key_home):
+def test_run_interrupt_restarts_enclave(key_home, tmp_path):
+    # The runner can still write outside its scratch directory (no mount namespace yet),
+    # which lets this test learn the ids of the runner and of a child it forked.
+    pid_file = tmp_path / "pids"
+    source = (
+        "import os, time\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    time.sleep(60)\n"
+        "open(path, 'w').write(str(os.getpid()))\n"
+        "time.sleep(60)\n"
+    )
     with Enclave(key_home) as local:
         first_pid = local.status()["monitor_pid"]
-        timer = threading.Timer(0.5, os.kill, args=(os.getpid(), signal.SIGINT))
+        timer = threading.Timer(1.0, os.kill, args=(os.getpid(), signal.SIGINT))
         timer.start()
         with pytest.raises(KeyboardInterrupt):
-            local.run("import time\ntime.sleep(20)")
+            local.run(source, params={"path": str(pid_file)})
         timer.join()
+
         assert not local.running
+        assert _wait_until_gone(first_pid)
+        assert _wait_until_gone(int(pid_file.read_text()))
         assert local.run("'back'").value == "back"
         assert local.status()["monitor_pid"] != first_pid
-        assert _wait_until_gone(first_pid)
 
 
 def _wait_until_gone(pid: int, seconds: float = 5.0) -> bool:
