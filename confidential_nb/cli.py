@@ -10,6 +10,8 @@ from pathlib import Path
 
 from .errors import ConfidentialNBError
 
+FIGURE_FORMATS = frozenset({".png", ".pdf", ".svg", ".jpg", ".jpeg"})
+
 DEMO_CELL = """\
 from confidential_nb.training import LogisticRegression, train_test_split
 
@@ -29,6 +31,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(arguments.handler(arguments))
     except ConfidentialNBError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: {exc.strerror or exc} ({exc.filename or 'no file'}); check the path and CONFIDENTIAL_NB_HOME", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -64,8 +69,9 @@ def _demo(arguments: argparse.Namespace) -> int:
     if arguments.epochs <= 0:
         print(f"error: invalid --epochs {arguments.epochs}: expected a positive number", file=sys.stderr)
         return 2
-    if arguments.out.parent and not arguments.out.parent.exists():
-        print(f"error: directory {arguments.out.parent} for --out does not exist", file=sys.stderr)
+    problem = _check_figure_path(arguments.out)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
 
     frame = load_breast_cancer()
@@ -84,6 +90,17 @@ def _demo(arguments: argparse.Namespace) -> int:
     print(f"curves: {arguments.out}")
     print(f"receipt verified: {run.receipt is not None and run.receipt.verify()}")
     return 0
+
+
+def _check_figure_path(path: Path) -> str | None:
+    """Return what is wrong with `path` as the demo's figure file, or None."""
+    if path.is_dir():
+        return f"--out {path} is a directory; give a file name such as {path / 'curves.png'}"
+    if path.suffix.lower() not in FIGURE_FORMATS:
+        return f"--out {path} has no supported image extension; use one of {', '.join(sorted(FIGURE_FORMATS))}"
+    if not path.parent.is_dir():
+        return f"directory {path.parent} for --out does not exist; create it first"
+    return None
 
 
 def _status(arguments: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import struct
 import tempfile
@@ -36,6 +37,8 @@ KEM_X25519 = "X25519"
 # HPKE KEM code points: 0x0020 is DHKEM(X25519, HKDF-SHA256) from RFC 9180,
 # 0x647A is the ML-KEM-768 + X25519 hybrid from draft-ietf-hpke-pq.
 KEM_IDS = {KEM_X25519: 0x0020, KEM_MLKEM768_X25519: 0x647A}
+
+log = logging.getLogger("confidential_nb.keys")
 
 _FINGERPRINT_CONTEXT = b"confidential_nb public key v1\x00"
 _ENDORSEMENT_CONTEXT = b"confidential_nb endorsement v1\x00"
@@ -175,8 +178,13 @@ def load_public_key(home: Path) -> PublicKey:
     except ValueError as exc:
         raise AttestationError(f"public key file {path} is not valid JSON; delete the key home to start over") from exc
 
-    public = PublicKey.from_dict(document.get("key"))
-    signature = unb64(document.get("endorsement"), "platform endorsement")
+    if not isinstance(document, dict):
+        raise AttestationError(f"public key file {path} is not a JSON object; delete the key home to start over")
+    try:
+        public = PublicKey.from_dict(document.get("key"))
+        signature = unb64(document.get("endorsement"), "platform endorsement")
+    except AttestationError as exc:
+        raise AttestationError(f"public key file {path} is invalid ({exc}); delete the key home to start over") from exc
     verify_platform_signature(load_root_public(home), signature, endorsement_message(public), f"public key {path}")
     return public
 
@@ -259,7 +267,10 @@ def _load_private_keys(home: Path) -> EnclaveKeys:
     from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
     from cryptography.hazmat.primitives.hpke import MLKEM768X25519PrivateKey
 
-    document = json.loads((home / "enclave" / "private.json").read_text())
+    path = home / "enclave" / "private.json"
+    _restrict_permissions(path)
+    _restrict_permissions(home / "platform" / "root.key")
+    document = json.loads(path.read_text())
     public = load_public_key(home)
     classical = x25519.X25519PrivateKey.from_private_bytes(unb64(document["x25519"], "X25519 private key"))
     hpke_private: Any = classical
@@ -268,6 +279,14 @@ def _load_private_keys(home: Path) -> EnclaveKeys:
         hpke_private = MLKEM768X25519PrivateKey(mlkem.MLKEM768PrivateKey.from_seed_bytes(seed), classical)
     signing = ed25519.Ed25519PrivateKey.from_private_bytes(unb64(document["signing_ed25519"], "signing key"))
     return EnclaveKeys(public=public, hpke_private=hpke_private, signing_private=signing, platform_private=_load_platform_private(home))
+
+
+def _restrict_permissions(path: Path) -> None:
+    """Make a private key file owner-only again if someone widened its mode."""
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        log.warning("private key file %s had mode %o; setting it to 600", path, mode)
+        os.chmod(path, 0o600)
 
 
 def _write_atomic(path: Path, data: bytes, mode: int) -> None:

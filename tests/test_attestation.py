@@ -151,3 +151,20 @@ def test_receipt_save_and_load(receipt, tmp_path):
     loaded = Receipt.load(path)
     assert loaded.verify() is True
     assert loaded.body == receipt.body
+
+
+def test_keys_widened_private_file_restricted_again(tmp_path):
+    home = tmp_path / "widened"
+    ensure_keys(home)
+    private = home / "enclave" / "private.json"
+    private.chmod(0o644)
+    ensure_keys(home)
+    assert private.stat().st_mode & 0o777 == 0o600
+
+
+def test_keys_corrupt_public_file_named(tmp_path):
+    home = tmp_path / "corrupt"
+    ensure_keys(home)
+    (home / "enclave" / "public.json").write_text('{"key": 5}')
+    with pytest.raises(AttestationError, match=r"public key file .*public.json is invalid .*delete the key home"):
+        load_public_key(home)

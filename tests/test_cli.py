@@ -75,3 +75,26 @@ def test_cli_without_command_prints_help():
     completed = _run_cli()
     assert completed.returncode == 2
     assert "demo" in completed.stdout
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [(".", "is a directory"), ("curves", "no supported image extension"), ("curves.txt", "no supported image extension")],
+)
+def test_cli_demo_bad_out_rejected_before_training(tmp_path, target, message):
+    completed = _run_cli("demo", "--out", target, cwd=tmp_path)
+    assert completed.returncode == 2
+    assert message in completed.stderr
+    assert "sealed" not in completed.stdout
+
+
+def test_cli_key_home_is_a_file(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    completed = subprocess.run(
+        [sys.executable, "-m", "confidential_nb.cli", "key"], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "CONFIDENTIAL_NB_HOME": str(blocker)}, check=False,
+    )
+    assert completed.returncode == 1
+    assert completed.stderr.startswith("error: ")
+    assert "Traceback" not in completed.stderr
