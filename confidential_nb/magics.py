@@ -11,6 +11,7 @@ import keyword
 import logging
 import math
 import re
+import sys
 import types
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -205,8 +206,37 @@ class ConfidentialMagics(Magics):
 
 
 def register_magics(ipython: InteractiveShell) -> None:
-    """Register the confidential_nb magics with ``ipython``."""
+    """Register the confidential_nb magics with ``ipython``, and a PNG formatter for matplotlib Figures."""
     ipython.register_magics(ConfidentialMagics)
+    register_figure_formatter(ipython)
+
+
+def register_figure_formatter(ipython: InteractiveShell) -> None:
+    """Render a matplotlib Figure that is a cell's value, such as ``run.plot()``, as a PNG.
+
+    `RunResult.plot` builds its Figure without pyplot, and IPython shows such a
+    Figure only as text unless pyplot's inline backend has registered a
+    formatter. A formatter already registered, such as the inline backend's,
+    is kept. The type is registered by name, so matplotlib is not imported here.
+    """
+    formatter = ipython.display_formatter.formatters["image/png"]
+    if _has_figure_printer(formatter):
+        return
+    formatter.for_type_by_name("matplotlib.figure", "Figure", _figure_png)
+
+
+def _has_figure_printer(formatter: Any) -> bool:
+    if ("matplotlib.figure", "Figure") in formatter.deferred_printers:
+        return True
+    figure_module = sys.modules.get("matplotlib.figure")
+    return figure_module is not None and figure_module.Figure in formatter.type_printers
+
+
+def _figure_png(figure: Any) -> bytes | None:
+    from IPython.core.pylabtools import print_figure
+
+    png: bytes | None = print_figure(figure, "png")
+    return png
 
 
 def seal_variable(namespace: Mapping[str, Any], name: str, *, schema_public: bool = True) -> Sealed:

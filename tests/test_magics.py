@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
+from matplotlib.figure import Figure
 
 from confidential_nb.errors import EnclaveError, EnclaveTimeoutError, EnclaveWarning
 from confidential_nb.keys import ensure_keys, load_public_key
@@ -24,6 +27,7 @@ from confidential_nb.magics import (
     format_drop_report,
     format_status,
     key_fingerprint,
+    register_figure_formatter,
     register_magics,
 )
 from confidential_nb.results import RunResult
@@ -174,6 +178,56 @@ def test_cape_help_states_defaults(shell: InteractiveShell) -> None:
     assert "default 600, that is 10 minutes" in doc
     assert "default 4.0 GiB or 4x the size of the sealed inputs" in doc
     assert "%%cape --input sealed --as data" in doc
+
+
+# Figure display
+
+
+def line_figure() -> Figure:
+    figure = Figure(figsize=(2.0, 2.0))
+    figure.subplots().plot([1, 2, 3])
+    return figure
+
+
+def test_load_ext_renders_figure_as_png(shell: InteractiveShell) -> None:
+    formatter = shell.display_formatter.formatters["image/png"]
+    formatter.pop("matplotlib.figure.Figure", None)
+    shell.extension_manager.loaded.discard("confidential_nb")
+    figure = line_figure()
+    before, _ = shell.display_formatter.format(figure)
+
+    shell.run_line_magic("load_ext", "confidential_nb")
+    after, _ = shell.display_formatter.format(figure)
+
+    assert "image/png" not in before
+    assert after["image/png"].startswith(b"\x89PNG\r\n\x1a\n")
+    assert after["text/plain"] == before["text/plain"]
+
+
+def test_register_figure_formatter_keeps_existing(shell: InteractiveShell) -> None:
+    formatter = shell.display_formatter.formatters["image/png"]
+    previous = formatter.pop("matplotlib.figure.Figure", None)
+    formatter.for_type(Figure, lambda figure: b"existing")
+    try:
+        register_figure_formatter(shell)
+
+        assert formatter(line_figure()) == b"existing"
+    finally:
+        formatter.pop(Figure)
+        if previous is not None:
+            formatter.for_type(Figure, previous)
+
+
+def test_load_ext_leaves_matplotlib_unloaded() -> None:
+    code = (
+        "import sys\n"
+        "from IPython.core.interactiveshell import InteractiveShell\n"
+        "InteractiveShell.instance().run_line_magic('load_ext', 'confidential_nb')\n"
+        "print('matplotlib' in sys.modules)\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+
+    assert completed.stdout.strip() == "False"
 
 
 # Plain functions
