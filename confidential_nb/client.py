@@ -179,8 +179,11 @@ class Enclave:
             raise errors.EnclaveError(
                 f"the enclave process stopped unexpectedly ({exc}); it restarts on the next run, see {self.home / 'enclave.log'}"
             ) from None
-        except BaseException:
+        except KeyboardInterrupt:
             # An interrupt leaves the channel mid-message, so the monitor cannot be reused.
+            self._close_locked()
+            raise KeyboardInterrupt("the run was interrupted; the enclave was stopped and starts again on the next run") from None
+        except BaseException:
             self._close_locked()
             raise
 

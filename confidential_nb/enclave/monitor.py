@@ -232,7 +232,8 @@ class Monitor:
             return _over_budget(budget)
         except TimeoutError:
             log.info("runner %d timed out after %g s", pid, timeout)
-            return failure("timeout", f"the run exceeded its timeout of {timeout:g} seconds and was stopped; "
+            unit = "second" if timeout == 1 else "seconds"
+            return failure("timeout", f"the run exceeded its timeout of {timeout:g} {unit} and was stopped; "
                                       "pass a larger --timeout (or timeout=) if it needs more time", timeout=timeout)
         except (ProtocolError, OSError):
             return self._crash_reply(pid, limits)
