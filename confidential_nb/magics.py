@@ -71,7 +71,8 @@ class ConfidentialMagics(Magics):
         "--drop",
         action="store_true",
         help="Also delete the variable and its entries in Out, _, __, ___ and _N, then report "
-        "how many other references to the data remain in the kernel.",
+        "how many other references to the same object remain in the kernel. Copies derived "
+        "from it, such as df.head() or df.drop(...), are not tracked.",
     )
     @argument(
         "--no-schema",
@@ -317,14 +318,26 @@ def _describe_referrers(value: Any, namespace: Mapping[str, Any]) -> list[str]:
 
 
 def format_drop_report(name: str, remaining: list[str]) -> str:
-    """Return the one-line message that ``%cape_seal --drop`` prints."""
+    """Return the message that ``%cape_seal --drop`` prints.
+
+    The references counted are to the dropped object itself. Copies derived
+    from it are separate objects, which the message says are not tracked.
+    """
+    untracked = (
+        f"Copies derived from it, such as {name}.head() or {name}.drop(...), are not tracked, "
+        "so delete any that you made."
+    )
     if not remaining:
-        return f"Dropped {name!r} from the namespace and output history; no other references to it remain."
+        return (
+            f"Dropped {name!r} from the namespace and output history, and no other reference "
+            f"to this object remains. {untracked}"
+        )
     count = len(remaining)
-    references = "reference to the same data remains" if count == 1 else "references to the same data remain"
+    references = "reference to this object remains" if count == 1 else "references to this object remain"
     return (
         f"Dropped {name!r} from the namespace and output history, but {count} other {references} "
-        f"({', '.join(remaining)}); delete them to remove the plaintext from the kernel."
+        f"({', '.join(remaining)}). Delete {'it' if count == 1 else 'them'} to remove the object "
+        f"from the kernel. {untracked}"
     )
 
 

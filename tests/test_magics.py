@@ -263,11 +263,18 @@ def test_format_drop_report_counts_references() -> None:
     message = format_drop_report("df", ["variable 'alias'", "a list"])
 
     assert message.startswith("Dropped 'df' from the namespace and output history, but 2 other references")
-    assert "(variable 'alias', a list)" in message
+    assert "references to this object remain (variable 'alias', a list)." in message
+    assert message.endswith("Copies derived from it, such as df.head() or df.drop(...), are not tracked, so delete any that you made.")
 
 
 def test_format_drop_report_without_references() -> None:
-    assert format_drop_report("df", []).endswith("no other references to it remain.")
+    message = format_drop_report("df", [])
+
+    assert message == (
+        "Dropped 'df' from the namespace and output history, and no other reference to this object remains. "
+        "Copies derived from it, such as df.head() or df.drop(...), are not tracked, so delete any that you made."
+    )
+    assert "no other references to it remain" not in message
 
 
 def test_format_status_nests_dicts() -> None:
@@ -370,7 +377,7 @@ def test_cape_seal_drop_removes_name_and_outputs(
     assert "df" not in shell.user_ns
     assert number not in shell.user_ns["Out"]
     assert f"_{number}" not in shell.user_ns
-    assert "no other references to it remain" in capsys.readouterr().out
+    assert "no other reference to this object remains. Copies derived from it" in capsys.readouterr().out
 
 
 def test_cape_seal_drop_reports_remaining_alias(
@@ -381,7 +388,7 @@ def test_cape_seal_drop_reports_remaining_alias(
 
     shell.run_line_magic("cape_seal", "df --drop")
 
-    assert "1 other reference to the same data remains (variable 'backup')" in capsys.readouterr().out
+    assert "1 other reference to this object remains (variable 'backup'). Delete it to remove" in capsys.readouterr().out
 
 
 def test_cape_runs_cell_on_sealed_frame(shell: InteractiveShell, sealed_in_shell: Sealed, frame: pd.DataFrame) -> None:
