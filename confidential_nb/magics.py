@@ -100,7 +100,8 @@ class ConfidentialMagics(Magics):
             print(format_drop_report(args.name, remaining))
         return sealed
 
-    @magic_arguments()
+    # The parser's name gets one "%" added in the usage line, so "%cape" reads "%%cape".
+    @magic_arguments(name="%cape")
     @argument(
         "--input",
         dest="inputs",

@@ -89,6 +89,12 @@ def test_cape_seal_unknown_flag_raises(shell: InteractiveShell) -> None:
         shell.run_line_magic("cape_seal", "df --dorp")
 
 
+def test_cape_seal_help_usage_names_line_magic(shell: InteractiveShell) -> None:
+    usage = shell.find_line_magic("cape_seal").__doc__.split("::", 1)[1].strip()
+
+    assert usage.startswith("%cape_seal [--drop] [--no-schema] name")
+
+
 # %%cape usage errors
 
 
@@ -169,6 +175,12 @@ def test_cape_usage_error_shows_no_traceback(shell: InteractiveShell, capsys: py
     assert isinstance(outcome.error_in_exec, UsageError)
     assert "UsageError: --input 'nope'" in captured.err
     assert "Traceback" not in captured.err + captured.out
+
+
+def test_cape_help_usage_names_cell_magic(shell: InteractiveShell) -> None:
+    usage = shell.find_cell_magic("cape").__doc__.split("::", 1)[1].strip()
+
+    assert usage.startswith("%%cape [--input NAME] [--as VAR]")
 
 
 def test_cape_help_states_defaults(shell: InteractiveShell) -> None:
