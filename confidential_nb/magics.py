@@ -6,6 +6,7 @@ work on a namespace dict and need no running shell.
 
 from __future__ import annotations
 
+import argparse
 import gc
 import keyword
 import logging
@@ -92,7 +93,7 @@ class ConfidentialMagics(Magics):
             df = pd.read_csv("patients.csv")
             sealed = %cape_seal df --drop
         """
-        args = parse_argstring(self.cape_seal, line)
+        args = _parse_magic_line(self.cape_seal, line, "%cape_seal")
         sealed = seal_variable(self._shell.user_ns, args.name, schema_public=not args.no_schema)
 
         if args.drop:
@@ -159,7 +160,7 @@ class ConfidentialMagics(Magics):
         # error shows as one clear exception rather than the magic's internals.
         __tracebackhide__ = True
 
-        args = parse_argstring(self.cape, line)
+        args = _parse_magic_line(self.cape, line, "%%cape")
         namespace = self._shell.user_ns
         if not cell.strip():
             raise UsageError("the %%cape cell is empty: write the code to run in the enclave below the %%cape line")
@@ -205,6 +206,14 @@ class ConfidentialMagics(Magics):
         from .client import default_enclave
 
         print(key_fingerprint(default_enclave().public_key()))
+
+
+def _parse_magic_line(magic: Any, line: str, magic_name: str) -> argparse.Namespace:
+    """Parse the options of ``magic``, adding to a parse error where the user can list them."""
+    try:
+        return parse_argstring(magic, line)
+    except UsageError as error:
+        raise UsageError(f"{error}; run {magic_name}? for the options") from None
 
 
 def register_magics(ipython: InteractiveShell) -> None:

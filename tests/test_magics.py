@@ -85,7 +85,7 @@ def test_cape_seal_without_name_raises(shell: InteractiveShell) -> None:
 def test_cape_seal_unknown_flag_raises(shell: InteractiveShell) -> None:
     shell.user_ns["df"] = pd.DataFrame({"x": [1]})
 
-    with pytest.raises(UsageError, match="unrecognized arguments: --dorp"):
+    with pytest.raises(UsageError, match=r"unrecognized arguments: --dorp; run %cape_seal\? for the options"):
         shell.run_line_magic("cape_seal", "df --dorp")
 
 
@@ -175,6 +175,16 @@ def test_cape_usage_error_shows_no_traceback(shell: InteractiveShell, capsys: py
     assert isinstance(outcome.error_in_exec, UsageError)
     assert "UsageError: --input 'nope'" in captured.err
     assert "Traceback" not in captured.err + captured.out
+
+
+def test_cape_unknown_option_hints_help(shell: InteractiveShell) -> None:
+    with pytest.raises(UsageError, match=r"^unrecognized arguments: --inptu sealed; run %%cape\? for the options$"):
+        run_cape(shell, "--inptu sealed")
+
+
+def test_cape_missing_option_value_hints_help(shell: InteractiveShell) -> None:
+    with pytest.raises(UsageError, match=r"argument --input: expected one argument; run %%cape\? for the options"):
+        run_cape(shell, "--input")
 
 
 def test_cape_help_usage_names_cell_magic(shell: InteractiveShell) -> None:
