@@ -125,7 +125,9 @@ class ConfidentialMagics(Magics):
         metavar="NAME",
         action="append",
         default=[],
-        help="Notebook variable (a plain value or an array) sent into the run under the same name. Repeatable.",
+        help="Notebook variable sent into the run under the same name. Repeatable. The value may be "
+        "None, a bool, number, str or bytes, a numeric numpy array or scalar, a pandas DataFrame or "
+        "Series, or a list, tuple or dict (with str or int keys) of these.",
     )
     @argument(
         "--out",

@@ -193,6 +193,26 @@ def test_cape_help_usage_names_cell_magic(shell: InteractiveShell) -> None:
     assert usage.startswith("%%cape [--input NAME] [--as VAR]")
 
 
+def test_cape_help_lists_param_types(shell: InteractiveShell) -> None:
+    doc = " ".join(shell.find_cell_magic("cape").__doc__.split())
+
+    assert "a plain value or an array" not in doc
+    assert "None, a bool, number, str or bytes, a numeric numpy array or scalar, a pandas DataFrame or Series" in doc
+    assert "or a list, tuple or dict (with str or int keys) of these" in doc
+
+
+@pytest.mark.parametrize(
+    "value",
+    [None, True, 3, 2.5, 1j, "text", b"raw", np.arange(3), np.float32(1.5), pd.DataFrame({"a": [1]}),
+     pd.Series([1.0]), [1, np.arange(2)], (1, pd.Series([2])), {"a": 1, 2: [pd.DataFrame({"b": [3]})]}],
+    ids=lambda value: type(value).__name__,
+)
+def test_param_help_types_encode(value: object) -> None:
+    from confidential_nb.result_codec import decode_result, encode_result
+
+    assert type(decode_result(encode_result(value, root="parameter 'value'"))) is type(value)
+
+
 def test_cape_help_states_defaults(shell: InteractiveShell) -> None:
     # The help is wrapped to the terminal width, so compare with single spaces.
     doc = " ".join(shell.find_cell_magic("cape").__doc__.split())
