@@ -160,23 +160,54 @@ def decode_frame(data: bytes) -> pd.DataFrame:
     return _build_frame(arrays, labels, index)
 
 
+_OUTSIDE_CLASS = "an instance of a class defined outside confidential_nb, numpy, pandas and Python"
+_OUTSIDE_ARRAY_CLASS = "an instance of a numpy.ndarray subclass defined outside confidential_nb, numpy, pandas and Python"
+_IMMUTABLE_TYPE = 1 << 8
+"""Py_TPFLAGS_IMMUTABLETYPE, set on every class defined in C, whose ``__module__`` Python code cannot assign."""
+
+
 def describe_type(value: object) -> str:
     """Name a value's type for an error message without revealing user-defined names.
 
     Types from the standard library, numpy, pandas and confidential_nb get
     their qualified name. Any other class could be named after data, so it is
-    described only as defined outside confidential_nb.
+    described only as defined outside confidential_nb. A class defined in
+    Python sets its own ``__module__`` and ``__qualname__``, so it counts as
+    one of those types only when the named module exports that exact class.
     """
     kind = type(value)
-    module = kind.__module__ or ""
+    module = kind.__module__ if type(kind.__module__) is str else ""
     top = module.split(".")[0]
+    known = module == "builtins" or top in ("numpy", "pandas", "confidential_nb") or top in sys.stdlib_module_names
+    if not known or not _is_genuine_class(kind, module):
+        return _OUTSIDE_ARRAY_CLASS if isinstance(value, np.ndarray) else _OUTSIDE_CLASS
+
+    name = kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
     if isinstance(value, np.ndarray):
-        return f"{module}.{kind.__qualname__} of dtype {value.dtype}"
-    if module == "builtins":
-        return kind.__qualname__
-    if top in ("numpy", "pandas", "confidential_nb") or top in sys.stdlib_module_names:
-        return f"{module}.{kind.__qualname__}"
-    return "an instance of a class defined outside confidential_nb, numpy, pandas and Python"
+        return f"{name} of {_describe_dtype(value.dtype)}"
+    return name
+
+
+def _is_genuine_class(kind: type, module: str) -> bool:
+    """Check that ``kind`` is the class its module and qualified name lead to."""
+    if kind.__flags__ & _IMMUTABLE_TYPE:
+        return True
+    # NOTE: code in the same process can still add its class to a module
+    # under a matching name, which this check cannot tell apart.
+    target: object = sys.modules.get(module)
+    for part in kind.__qualname__.split("."):
+        # vars() rather than getattr(), so no module __getattr__ or descriptor runs.
+        namespace = vars(target) if hasattr(target, "__dict__") else {}
+        target = namespace.get(part)
+    return target is kind
+
+
+def _describe_dtype(dtype: np.dtype[Any]) -> str:
+    # A structured dtype's str lists its field names, which may come from data.
+    if dtype.names is None:
+        return f"dtype {dtype}"
+    count = len(dtype.names)
+    return f"a structured dtype with {count} field{'' if count == 1 else 's'}"
 
 
 class _BufferWriter:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
+import collections
 import datetime
+import fractions
 import json
 import struct
 import warnings
@@ -17,7 +20,7 @@ from hypothesis import strategies as st
 from pandas.testing import assert_frame_equal
 
 from confidential_nb.errors import EncodingError, ProtocolError
-from confidential_nb.frame_codec import decode_frame, encode_frame, frame_schema
+from confidential_nb.frame_codec import decode_frame, describe_type, encode_frame, frame_schema
 
 PREFIX = struct.Struct("<4sHHI")
 
@@ -273,6 +276,82 @@ def test_encode_frame_hides_name_of_user_class() -> None:
         encode_frame(df)
 
     assert "PatientRecord" not in str(info.value)
+
+
+OUTSIDE_CLASS = "an instance of a class defined outside confidential_nb, numpy, pandas and Python"
+OUTSIDE_ARRAY_CLASS = "an instance of a numpy.ndarray subclass defined outside confidential_nb, numpy, pandas and Python"
+SECRET_NAME = "alice_secret"
+
+
+def forged_instance(module: str, qualname: str = SECRET_NAME, base: type = object) -> object:
+    return type(SECRET_NAME, (base,), {"__module__": module, "__qualname__": qualname})()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        forged_instance("builtins"),
+        forged_instance("builtins", qualname="int"),
+        forged_instance("numpy"),
+        forged_instance("pandas", qualname="DataFrame"),
+        forged_instance("collections", qualname="OrderedDict"),
+        forged_instance("collections", qualname="OrderedDict.alice_secret"),
+        forged_instance("confidential_nb.training.history", qualname="History"),
+        forged_instance("numpy.not_a_module"),
+    ],
+    ids=["builtins", "builtins-int", "numpy", "pandas-dataframe", "stdlib-class", "dotted", "library", "missing-module"],
+)
+def test_describe_type_rejects_forged_module(value: object) -> None:
+    assert describe_type(value) == OUTSIDE_CLASS
+
+
+def test_describe_type_rejects_non_str_module() -> None:
+    value = type(SECRET_NAME, (), {"__module__": 5})()
+
+    assert describe_type(value) == OUTSIDE_CLASS
+
+
+@pytest.mark.parametrize("module", ["__main__", "numpy"])
+def test_describe_type_hides_ndarray_subclass_name(module: str) -> None:
+    subclass = type(SECRET_NAME, (np.ndarray,), {"__module__": module})
+
+    description = describe_type(np.zeros(2).view(subclass))
+
+    assert description == OUTSIDE_ARRAY_CLASS
+    assert SECRET_NAME not in description
+
+
+def test_describe_type_hides_structured_field_names() -> None:
+    array = np.zeros(2, dtype=[(SECRET_NAME, "f8"), ("b", "i4")])
+
+    description = describe_type(array)
+
+    assert description == "numpy.ndarray of a structured dtype with 2 fields"
+    assert SECRET_NAME not in description
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ({1}, "set"),
+        (len, "builtin_function_or_method"),
+        (lambda: None, "function"),
+        (fractions.Fraction(1, 3), "fractions.Fraction"),
+        (collections.OrderedDict(), "collections.OrderedDict"),
+        (pd.Categorical(["a"]), "pandas.Categorical"),
+        (pd.Timestamp(0), "pandas.Timestamp"),
+        (np.ma.masked_array([1]), "numpy.ma.MaskedArray of dtype int64"),
+        (np.zeros(1, dtype="<U2"), "numpy.ndarray of dtype <U2"),
+        (
+            object.__new__(argparse._SubParsersAction._ChoicesPseudoAction),
+            "argparse._SubParsersAction._ChoicesPseudoAction",
+        ),
+    ],
+    ids=["set", "builtin-function", "function", "python-stdlib-class", "c-stdlib-class", "pandas", "pandas-cython",
+         "numpy-subclass", "str-array", "nested-class"],
+)
+def test_describe_type_names_genuine_class(value: object, expected: str) -> None:
+    assert describe_type(value) == expected
 
 
 def test_encode_frame_rejects_non_frame() -> None:

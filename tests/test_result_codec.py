@@ -350,6 +350,22 @@ def test_encode_result_rejects_unsupported_value(value: object, message: str) ->
     assert "UserSecretThing" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (type("alice_secret", (), {"__module__": "builtins"})(), "is an instance of a class defined outside"),
+        (np.zeros(2).view(type("alice_secret", (np.ndarray,), {})), "is an instance of a numpy.ndarray subclass defined outside"),
+        (np.zeros(1, dtype=[("alice_secret", "f8")]), "is a numpy.ndarray of a structured dtype with 1 field"),
+    ],
+    ids=["forged-builtins-class", "ndarray-subclass", "structured-array"],
+)
+def test_encode_result_hides_data_derived_type_names(value: object, message: str) -> None:
+    with pytest.raises(EncodingError, match=message) as info:
+        encode_result({"x": value})
+
+    assert "alice_secret" not in str(info.value)
+
+
 def test_encode_result_rejects_open_file(tmp_path: Any) -> None:
     with open(tmp_path / "data.txt", "w") as handle:
         with pytest.raises(EncodingError, match=r"result\['log'\] is a _io.TextIOWrapper, .* return the file's contents"):
