@@ -163,7 +163,7 @@ def decode_frame(data: bytes) -> pd.DataFrame:
 _OUTSIDE_CLASS = "an instance of a class defined outside confidential_nb, numpy, pandas and Python"
 _OUTSIDE_ARRAY_CLASS = "an instance of a numpy.ndarray subclass defined outside confidential_nb, numpy, pandas and Python"
 _IMMUTABLE_TYPE = 1 << 8
-"""Py_TPFLAGS_IMMUTABLETYPE, set on every class defined in C, whose ``__module__`` Python code cannot assign."""
+"""Py_TPFLAGS_IMMUTABLETYPE, set on static C types and some C heap types. Python code cannot assign their ``__module__``."""
 
 
 def describe_type(value: object) -> str:

@@ -211,7 +211,7 @@ class ConfidentialMagics(Magics):
 
 
 def _parse_magic_line(magic: Any, line: str, magic_name: str) -> argparse.Namespace:
-    """Parse the options of ``magic``, adding to a parse error where the user can list them."""
+    """Parse the options of ``magic``, and on a parse error name the help command that lists them."""
     try:
         return parse_argstring(magic, line)
     except UsageError as error:
@@ -232,6 +232,9 @@ def register_figure_formatter(ipython: InteractiveShell) -> None:
     formatter. A formatter already registered, such as the inline backend's,
     is kept. The type is registered by name, so matplotlib is not imported here.
     """
+    if ipython.display_formatter is None:
+        logger.warning("the shell has no display formatter, so matplotlib Figures show as text only")
+        return
     formatter = ipython.display_formatter.formatters["image/png"]
     if _has_figure_printer(formatter):
         return
@@ -333,7 +336,7 @@ def format_drop_report(name: str, remaining: list[str]) -> str:
     """Return the message that ``%cape_seal --drop`` prints.
 
     The references counted are to the dropped object itself. Copies derived
-    from it are separate objects, which the message says are not tracked.
+    from it are separate objects, and the message states that it does not track them.
     """
     untracked = (
         f"Copies derived from it, such as {name}.head() or {name}.drop(...), are not tracked, "

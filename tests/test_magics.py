@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
+import types
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -258,6 +259,14 @@ def test_register_figure_formatter_keeps_existing(shell: InteractiveShell) -> No
         formatter.pop(Figure)
         if previous is not None:
             formatter.for_type(Figure, previous)
+
+
+def test_register_figure_formatter_without_formatter_logs(caplog: pytest.LogCaptureFixture) -> None:
+    shell_without_display = types.SimpleNamespace(display_formatter=None)
+
+    register_figure_formatter(shell_without_display)  # type: ignore[arg-type]
+
+    assert "the shell has no display formatter" in caplog.text
 
 
 def test_load_ext_leaves_matplotlib_unloaded() -> None:
