@@ -541,7 +541,6 @@ def test_result_html_escaped(breaker):
     assert "<img" not in html
 
 
-@pytest.mark.xfail(strict=True, reason="RunResult display calls str() on an int above 4300 digits and raises ValueError")
 def test_result_display_huge_int(breaker):
     run = breaker.run("10**5000", timeout=10)
     assert "RunResult" in repr(run)
@@ -617,7 +616,6 @@ def test_decode_hostile_result_protocol_error(name):
         decode_result(_hostile_results()[name])
 
 
-@pytest.mark.xfail(strict=True, reason="decode_result has no node limit: a 60 MiB result of empty lists takes about 2.7 GiB and 20 s in the host")
 def test_decode_result_bounds_nodes():
     document = b'{"value":[' + b",".join([b"0"] * (MAX_NODES + 1)) + b'],"buffers":[],"body_length":0}'
     with pytest.raises(ProtocolError):
