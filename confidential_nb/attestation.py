@@ -1,11 +1,13 @@
-"""Attestation documents and run receipts, modelled on AWS Nitro's.
+"""Attestation documents, pinned measurements and run receipts, modelled on AWS Nitro's.
 
-The monitor signs an attestation document with the platform root key (the
-simulated hypervisor): it binds the host's nonce, the measurement of the
-enclave runtime and the enclave's public keys. The host checks it against the
-root key in the key home and against the measurement it computes itself from
-the installed package. Each run then returns a receipt signed by the
-enclave's own signing key, binding the run's nonce, code and result.
+The monitor signs an attestation document with the platform key (the
+simulated hypervisor, ECDSA P-384): it binds the host's nonce, three
+PCR-like measurements and the enclave's public keys. The host checks it
+against what it pinned on first use in the key home (the platform
+certificate and the measurements), never against values recomputed from the
+same files. Each run then returns a receipt signed by the enclave's own
+signing key, binding the run's nonce, code, inputs, policies and result, and
+embedding the attestation document for offline checks.
 """
 
 from __future__ import annotations
@@ -15,27 +17,27 @@ import functools
 import hashlib
 import json
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import AttestationError
-from .keys import PublicKey, b64, canonical_json, unb64, verify_platform_signature
+from .keys import PublicKey, b64, canonical_json, unb64
 
 _DOCUMENT_CONTEXT = b"confidential_nb attestation v1\x00"
 _RECEIPT_CONTEXT = b"confidential_nb receipt v1\x00"
 MODULE_ID = "confidential_nb-process-enclave"
+DIGEST_ALGORITHM = "SHA256"
+FRESHNESS_SECONDS = 300
+PCR_NAMES = {"0": "runtime files", "1": "installed dependencies", "2": "sandbox configuration"}
+# Distributions whose code runs in the enclave; their RECORD files list every installed file with its hash.
+ENCLAVE_DEPENDENCIES = ("numpy", "pandas", "cryptography")
+PINS_FILE = "pins.json"
 
 
 @functools.lru_cache(maxsize=1)
 def runtime_measurement() -> str:
-    """Return the hex SHA-256 over every Python source file of the installed package.
-
-    The monitor, the zygote and the runners all run this package, so any
-    change to its code changes the measurement, as a changed enclave image
-    changes Nitro's PCR0.
-    """
+    """Return the hex SHA-256 over every Python source file of the installed package (PCR 0)."""
     root = Path(__file__).resolve().parent
     digest = hashlib.sha256(b"confidential_nb runtime v1\x00")
     for path in sorted(root.rglob("*.py")):
@@ -46,15 +48,34 @@ def runtime_measurement() -> str:
     return digest.hexdigest()
 
 
-def measurements() -> dict[str, str]:
-    """Return the measurements an attestation document carries."""
-    import cryptography
+@functools.lru_cache(maxsize=1)
+def dependency_measurement() -> str:
+    """Return the hex SHA-256 over the RECORD files of the enclave's dependencies (PCR 1)."""
+    from importlib import metadata
 
-    return {
-        "runtime": runtime_measurement(),
-        "python": sys.version.split()[0],
-        "cryptography": cryptography.__version__,
-    }
+    digest = hashlib.sha256(b"confidential_nb dependencies v1\x00")
+    for name in ENCLAVE_DEPENDENCIES:
+        distribution = metadata.distribution(name)
+        record = (distribution.read_text("RECORD") or "").encode()
+        header = f"{name}=={distribution.version}".encode()
+        digest.update(len(header).to_bytes(4, "big") + header)
+        digest.update(len(record).to_bytes(8, "big") + record)
+    return digest.hexdigest()
+
+
+def sandbox_measurement(settings: dict[str, Any]) -> str:
+    """Return the hex SHA-256 of the sandbox configuration (PCR 2)."""
+    return hashlib.sha256(b"confidential_nb sandbox v1\x00" + canonical_json(settings)).hexdigest()
+
+
+def measurements(settings: dict[str, Any]) -> dict[str, str]:
+    """Return the three measurements an attestation document carries, by PCR index."""
+    return {"0": runtime_measurement(), "1": dependency_measurement(), "2": sandbox_measurement(settings)}
+
+
+def is_editable_install() -> bool:
+    """Return True when the package runs from a source tree (``pip install -e``), where PCR 0 moves with every edit."""
+    return "site-packages" not in Path(__file__).resolve().parts and "dist-packages" not in Path(__file__).resolve().parts
 
 
 @dataclass(frozen=True)
@@ -74,11 +95,23 @@ class AttestationDocument:
 
     @property
     def measurements(self) -> dict[str, str]:
-        return dict(self.body.get("measurements", {}))
+        pcrs = self.body.get("pcrs")
+        return {str(index): str(value) for index, value in pcrs.items()} if isinstance(pcrs, dict) else {}
 
     @property
     def debug(self) -> bool:
-        return bool(self.body.get("debug"))
+        return self.body.get("debug") is not False
+
+    @property
+    def certificate(self) -> Any:
+        from .platform import certificate_from_der
+
+        return certificate_from_der(unb64(self.body.get("certificate"), "platform certificate"))
+
+    @property
+    def digest(self) -> str:
+        """Hex SHA-256 of the signed document, as receipts name it."""
+        return hashlib.sha256(canonical_json(self.to_dict())).hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
         return {"document": self.body, "signature": b64(self.signature)}
@@ -89,44 +122,127 @@ class AttestationDocument:
             raise AttestationError("attestation document is not a JSON object with a 'document' field")
         return cls(body=data["document"], signature=unb64(data.get("signature"), "attestation signature"))
 
-    def verify(self, root_public: bytes, *, nonce: str, expected_runtime: str | None = None) -> PublicKey:
-        """Check signature, nonce, measurement and debug flag; return the attested key."""
-        verify_platform_signature(root_public, self.signature, _DOCUMENT_CONTEXT + canonical_json(self.body), "attestation document")
-        if self.body.get("module_id") != MODULE_ID:
-            raise AttestationError(f"attestation document is for module {self.body.get('module_id')!r}, not {MODULE_ID!r}")
-        if self.nonce != nonce:
-            raise AttestationError("attestation document does not carry the nonce this client sent; it may be a replay")
-        runtime = self.measurements.get("runtime", "")
-        if set(runtime) <= {"0"}:
-            raise AttestationError("attestation document has an all-zero runtime measurement, as a debug enclave reports; refusing it")
-        expected = expected_runtime or runtime_measurement()
-        if runtime != expected:
+    def verify(
+        self,
+        *,
+        nonce: str,
+        platform_fingerprint: str,
+        expected: dict[str, str] | None,
+        allow_debug: bool = False,
+        now: dt.datetime | None = None,
+    ) -> PublicKey:
+        """Check certificate pin, signature, nonce, freshness, debug flag and measurements; return the attested key.
+
+        With ``expected=None`` the measurements are not compared, which only
+        the first start of a key home does (trust on first use).
+        """
+        from .platform import certificate_fingerprint, verify_platform_signature
+
+        certificate = self.certificate
+        if certificate_fingerprint(certificate) != platform_fingerprint:
             raise AttestationError(
-                f"enclave runtime measurement {runtime[:16]} differs from the expected {expected[:16]}; "
-                "the enclave runs different code than this installation"
+                f"attestation document is signed by platform {certificate_fingerprint(certificate)[:16]}, "
+                f"not the pinned platform {platform_fingerprint[:16]}"
             )
-        if self.debug:
-            raise AttestationError("attestation document is from a debug enclave; debug enclaves are not trusted for sealed data")
+        verify_platform_signature(certificate, self.signature, _DOCUMENT_CONTEXT + canonical_json(self.body), "attestation document")
+        self._check_fields(nonce, allow_debug, now or dt.datetime.now(dt.timezone.utc))
+        if expected is not None:
+            check_measurements(self.measurements, expected)
         return self.public_key
 
+    def _check_fields(self, nonce: str, allow_debug: bool, now: dt.datetime) -> None:
+        if self.body.get("module_id") != MODULE_ID or self.body.get("digest") != DIGEST_ALGORITHM:
+            raise AttestationError(f"attestation document is for module {self.body.get('module_id')!r} with digest "
+                                   f"{self.body.get('digest')!r}, not {MODULE_ID!r} with {DIGEST_ALGORITHM}")
+        if self.nonce != nonce:
+            raise AttestationError("attestation document does not carry the nonce this client sent; it may be a replay")
+        try:
+            stamp = dt.datetime.fromisoformat(str(self.body.get("timestamp")))
+        except ValueError as exc:
+            raise AttestationError("attestation document has no valid timestamp") from exc
+        if stamp.tzinfo is None or abs((now - stamp).total_seconds()) > FRESHNESS_SECONDS:
+            raise AttestationError(f"attestation document's timestamp {stamp.isoformat()} is more than "
+                                   f"{FRESHNESS_SECONDS} seconds from this machine's clock")
+        pcrs = self.measurements
+        if set(pcrs) != set(PCR_NAMES):
+            raise AttestationError(f"attestation document has measurements {sorted(pcrs)}, expected {sorted(PCR_NAMES)}")
+        if any(set(value) <= {"0"} for value in pcrs.values()):
+            raise AttestationError("attestation document has an all-zero measurement, as a debug enclave reports; refusing it")
+        if self.debug and not allow_debug:
+            raise AttestationError("attestation document is from a debug enclave; pass allow_debug=True only to inspect one")
 
-def sign_document(keys: Any, nonce: str, settings: dict[str, Any]) -> AttestationDocument:
+
+def check_measurements(actual: dict[str, str], expected: dict[str, str]) -> None:
+    """Raise `AttestationError` naming each measurement that differs from the pinned value."""
+    moved = [index for index in sorted(PCR_NAMES) if actual.get(index) != expected.get(index)]
+    if not moved:
+        return
+    names = ", ".join(f"PCR {index} ({PCR_NAMES[index]})" for index in moved)
+    advice = ("if you upgraded confidential_nb or its dependencies on purpose, run "
+              "'confidential-nb measurements reset' to pin the new values on the next start")
+    if "0" in moved and is_editable_install():
+        advice = ("this is an editable install, so PCR 0 changes with every edit of the source; "
+                  "run 'confidential-nb measurements reset' after editing")
+    raise AttestationError(f"enclave measurements moved from the pinned values: {names}; {advice}")
+
+
+def sign_document(keys: Any, nonce: str, settings: dict[str, Any], user_data: str | None = None) -> AttestationDocument:
     """Build and sign an attestation document (monitor only)."""
+    from .platform import certificate_der
+
     body = {
         "module_id": MODULE_ID,
         "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
-        "nonce": nonce,
-        "measurements": measurements(),
+        "digest": DIGEST_ALGORITHM,
+        "pcrs": measurements(settings),
         "sandbox": settings,
+        "certificate": b64(certificate_der(keys.platform_certificate)),
         "public_key": keys.public.to_dict(),
+        "user_data": user_data,
+        "nonce": nonce,
         "debug": False,
     }
     return AttestationDocument(body=body, signature=keys.platform_sign(_DOCUMENT_CONTEXT + canonical_json(body)))
 
 
+@dataclass(frozen=True)
+class Pins:
+    """What a host pinned on first use: the platform certificate and the measurements."""
+
+    platform_fingerprint: str
+    measurements: dict[str, str] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"platform_fingerprint": self.platform_fingerprint, "measurements": self.measurements}
+
+
+def load_pins(home: Path) -> Pins | None:
+    """Read the key home's pins, or None before the first verified start."""
+    path = home / PINS_FILE
+    try:
+        document = json.loads(path.read_text())
+        return Pins(str(document["platform_fingerprint"]), document.get("measurements"))
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise AttestationError(f"pin file {path} is damaged; delete it to pin again on the next start") from exc
+
+
+def save_pins(home: Path, pins: Pins) -> None:
+    from .keys import _write_atomic
+
+    _write_atomic(home / PINS_FILE, (json.dumps(pins.to_dict(), indent=2, sort_keys=True) + "\n").encode(), 0o644)
+
+
 @dataclass
 class Receipt:
-    """A signed record of one run: the nonce, code, inputs, parameters and result digests."""
+    """A signed record of one run, embedding the attestation document of its enclave.
+
+    The body names the run's nonce, the function checksum, a digest of each
+    sealed input, of each input's policy, of the parameters and of the
+    result, the result's name, the measurements, the debug flag and the
+    start and end times, rounded to seconds.
+    """
 
     body: dict[str, Any]
     signature: bytes
@@ -144,16 +260,31 @@ class Receipt:
     def result_digest(self) -> str:
         return str(self.body.get("result_digest"))
 
-    def verify(self, *, signer: PublicKey | None = None) -> bool:
-        """Return True when the enclave's signing key signed this receipt, else raise `AttestationError`.
+    @property
+    def attestation(self) -> AttestationDocument | None:
+        embedded = self.body.get("attestation")
+        return AttestationDocument.from_dict(embedded) if embedded is not None else None
 
-        NOTE: a receipt loaded from a file carries its own signer key, so it
-        only proves integrity. A data owner checking someone else's receipt
-        passes ``signer=`` the key they attested themselves.
+    def verify(self, *, signer: PublicKey | None = None, platform_fingerprint: str | None = None) -> bool:
+        """Return True when the receipt checks out, else raise `AttestationError`.
+
+        The embedded attestation document must be signed by its platform
+        certificate, and with `platform_fingerprint` that certificate must be
+        the pinned one; the receipt must be signed by the key that document
+        attests (or by `signer`, which must be that same key).
         """
         key = signer or self.signer
+        document = self.attestation
+        if document is not None:
+            attested = _verify_embedded(document, platform_fingerprint, self.body.get("attestation_digest"))
+            if key is not None and key.fingerprint != attested.fingerprint:
+                raise AttestationError("receipt's signer is not the key its attestation document attests")
+            key = attested
+        elif platform_fingerprint is not None:
+            raise AttestationError("receipt embeds no attestation document, so its platform cannot be checked")
         if key is None:
             raise AttestationError("no signing key to verify the receipt with; pass signer=Enclave.public_key()")
+
         key.verify_signature(self.signature, _RECEIPT_CONTEXT + canonical_json(self.body))
         if self.body.get("enclave_key") != key.fingerprint:
             raise AttestationError("receipt names a different enclave key than the one verifying it")
@@ -176,26 +307,48 @@ class Receipt:
         return cls(body=data["receipt"], signature=unb64(data.get("signature"), "receipt signature"), signer=signer)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the receipt as JSON, so a data owner can verify it later."""
+        """Write the receipt as JSON, so a data owner can verify it offline."""
         target = Path(path)
-        document = self.to_dict()
-        if self.signer is not None:
-            document["signer"] = self.signer.to_dict()
-        target.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+        target.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
         return target
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Receipt:
-        """Read a receipt written by `save`, with the signer key it names."""
-        document = json.loads(Path(path).read_text())
-        signer = PublicKey.from_dict(document["signer"]) if "signer" in document else None
-        return cls.from_dict(document, signer=signer)
+        """Read a receipt written by `save`."""
+        try:
+            document = json.loads(Path(path).read_text())
+        except ValueError as exc:
+            raise AttestationError(f"receipt file {path} is not valid JSON") from exc
+        return cls.from_dict(document)
 
     def __repr__(self) -> str:
         return f"<Receipt run {self.run_id[:8]} function {self.function_checksum[:12]} result {self.result_digest[:12]}>"
 
 
-def sign_receipt(keys: Any, body: dict[str, Any]) -> Receipt:
-    """Sign a receipt body with the enclave signing key (monitor only)."""
-    complete = dict(body, enclave_key=keys.public.fingerprint, debug=False)
+def _verify_embedded(document: AttestationDocument, platform_fingerprint: str | None, digest: object) -> PublicKey:
+    from .platform import certificate_fingerprint, verify_platform_signature
+
+    certificate = document.certificate
+    if platform_fingerprint is not None and certificate_fingerprint(certificate) != platform_fingerprint:
+        raise AttestationError(f"receipt's enclave ran on platform {certificate_fingerprint(certificate)[:16]}, "
+                               f"not on the expected platform {platform_fingerprint[:16]}")
+    verify_platform_signature(certificate, document.signature, _DOCUMENT_CONTEXT + canonical_json(document.body),
+                              "receipt's attestation document")
+    if digest != document.digest:
+        raise AttestationError("receipt's attestation digest does not match its embedded document")
+    if document.debug:
+        raise AttestationError("receipt comes from a debug enclave")
+    return document.public_key
+
+
+def sign_receipt(keys: Any, body: dict[str, Any], document: AttestationDocument) -> Receipt:
+    """Sign a receipt body with the enclave signing key, embedding `document` (monitor only)."""
+    complete = dict(
+        body,
+        enclave_key=keys.public.fingerprint,
+        debug=False,
+        measurements=document.measurements,
+        attestation=document.to_dict(),
+        attestation_digest=document.digest,
+    )
     return Receipt(body=complete, signature=keys.sign(_RECEIPT_CONTEXT + canonical_json(complete)), signer=keys.public)

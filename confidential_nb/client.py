@@ -27,7 +27,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from . import errors
-from .keys import PublicKey, home_dir, load_public_key, load_root_public
+from .keys import PublicKey, home_dir, load_public_key
 from .protocol import ProtocolError, recv_message, send_message
 from .sandbox import clean_environment
 
@@ -69,16 +69,16 @@ def ensure_public_key(home: Path | None = None) -> PublicKey:
         pass
 
     log.info("creating the enclave keys in %s", resolved)
+    # The one-shot enclave's stderr carries only its own error message, which is shown to the user.
     completed = subprocess.run(
         _monitor_command(resolved, "--init-keys"),
-        env=clean_environment(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=clean_environment(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         timeout=_START_TIMEOUT_SECONDS, check=False,
     )
     if completed.returncode != 0:
-        raise errors.EnclaveError(
-            f"the enclave failed to create its keys in {resolved} (exit status {completed.returncode}); "
-            f"see {resolved / 'enclave.log'} and check that the directory is writable"
-        )
+        detail = completed.stderr.decode(errors="replace").strip()[-2000:]
+        raise errors.KeyHomeError(detail or f"the enclave failed to create its keys in {resolved} "
+                                            f"(exit status {completed.returncode}); check that the directory is writable")
     return load_public_key(resolved)
 
 
@@ -94,6 +94,7 @@ class Enclave:
         self._process: subprocess.Popen[bytes] | None = None
         self._channel: socket.socket | None = None
         self._key: PublicKey | None = None
+        self._document: AttestationDocument | None = None
         self._lock = threading.Lock()
         self._finalizer = weakref.finalize(self, _stop_process, None, None)
 
@@ -128,15 +129,40 @@ class Enclave:
         log.info("enclave monitor started as pid %d", process.pid)
 
         try:
+            self._await_hello()
             self._key = self._verify_attestation()
         except BaseException:
             self._close_locked()
             raise
 
+    def _await_hello(self) -> None:
+        """Wait for the monitor's first message, which reports a key home it cannot use."""
+        assert self._channel is not None
+        self._channel.settimeout(_START_TIMEOUT_SECONDS)
+        try:
+            hello, _ = recv_message(self._channel)
+        except (ProtocolError, OSError) as exc:
+            raise errors.EnclaveError(f"the enclave failed to start ({exc}); see {self.home / 'enclave.log'}") from None
+        if not hello.get("ok"):
+            raise errors.KeyHomeError(str(hello.get("message")))
+
     def _verify_attestation(self) -> PublicKey:
+        """Verify a fresh attestation against the key home's pins, pinning them on first use."""
+        from .attestation import Pins, load_pins, save_pins
+        from .platform import certificate_fingerprint, load_certificate
+
         nonce = secrets.token_hex(32)
         document = self._attest_locked(nonce)
-        key = document.verify(load_root_public(self.home), nonce=nonce)
+        pins = load_pins(self.home)
+        if pins is None:
+            # Trust on first use: the platform certificate in the key home and these measurements.
+            pins = Pins(certificate_fingerprint(load_certificate(self.home / "platform")), None)
+        key = document.verify(nonce=nonce, platform_fingerprint=pins.platform_fingerprint, expected=pins.measurements)
+        if pins.measurements is None:
+            save_pins(self.home, Pins(pins.platform_fingerprint, document.measurements))
+            log.info("pinned the platform certificate and measurements in %s", self.home)
+        self._document = document
+
         expected = load_public_key(self.home)
         if key.fingerprint != expected.fingerprint:
             raise errors.AttestationError(
@@ -202,6 +228,13 @@ class Enclave:
             self._start_locked()
             return self._attest_locked(text)
 
+    def attestation(self) -> AttestationDocument:
+        """Return the attestation document verified when this enclave started."""
+        with self._lock:
+            self._start_locked()
+            assert self._document is not None
+            return self._document
+
     def public_key(self) -> PublicKey:
         """Return the enclave's attested public key (starting the enclave if needed)."""
         with self._lock:
@@ -223,6 +256,7 @@ class Enclave:
                 "zygote_pid": header.get("zygote_pid"),
                 "runs": header.get("runs"),
                 "key_fingerprint": self._key.fingerprint,
+                "measurements": self._document.measurements if self._document is not None else {},
                 "kem": self._key.kem,
                 "home": str(self.home),
                 "default_timeout_seconds": DEFAULT_TIMEOUT_SECONDS,

@@ -59,3 +59,7 @@ class ProtocolError(ConfidentialNBError):
 
 class EnclaveWarning(UserWarning):
     """A library warning raised inside the enclave (such as a ConvergenceWarning), shown on the host."""
+
+
+class KeyHomeError(ConfidentialNBError):
+    """The key home is damaged, incomplete or has unsafe permissions."""

@@ -1,21 +1,29 @@
-"""The key home: the simulated platform root key and the enclave's key pairs.
+"""The key home: the simulated platform key and the enclave's key pairs.
 
 Layout under the home directory (``$CONFIDENTIAL_NB_HOME``, else
 ``$XDG_DATA_HOME/confidential_nb``, else ``~/.local/share/confidential_nb``)::
 
-    platform/root.key      Ed25519 private key of the simulated hypervisor (0600)
-    platform/root.pub      its public key, raw bytes, hex
-    enclave/private.json   the enclave's sealing and signing private keys (0600)
-    enclave/public.json    the public half, endorsed by the platform key
+    platform/root.key                   P-384 key of the simulated platform (0600)
+    platform/root.crt                   its self-signed certificate
+    enclave/current                     fingerprint of the current sealing key
+    enclave/keys/<fingerprint>/private.json   sealing and signing private keys (0600)
+    enclave/keys/<fingerprint>/public.json    the public half, endorsed by the platform key
+    pins.json                           what the host pinned on first use (attestation)
 
-Only the monitor process reads private files. The host (the notebook kernel,
-the CLI) reads ``public.json`` and ``root.pub``. Every write is atomic
-(temporary file, fsync, rename) and the directories are owner-only (0700).
+Only the monitor process reads private files; the host (the notebook kernel,
+the CLI) reads public files only. Every write is atomic (temporary file,
+fsync, rename), directories are owner-only (0700), and private files that
+other users could read are rejected, as ssh rejects such keys. Rotation adds
+a key and moves ``current``; older keys stay, so what was sealed to them
+still opens. A damaged key file stops the enclave with an error and never
+leads to a new key that would orphan sealed data.
 """
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
+import re
 import contextlib
 import fcntl
 import hashlib
@@ -25,11 +33,11 @@ import os
 import struct
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import AttestationError
+from .errors import AttestationError, KeyHomeError
 
 KEM_MLKEM768_X25519 = "MLKEM768_X25519"
 KEM_X25519 = "X25519"
@@ -42,6 +50,7 @@ log = logging.getLogger("confidential_nb.keys")
 
 _FINGERPRINT_CONTEXT = b"confidential_nb public key v1\x00"
 _ENDORSEMENT_CONTEXT = b"confidential_nb endorsement v1\x00"
+_FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
 
 
 def home_dir() -> Path:
@@ -146,47 +155,72 @@ def endorsement_message(public: PublicKey) -> bytes:
     return _ENDORSEMENT_CONTEXT + canonical_json(public.to_dict())
 
 
-def verify_platform_signature(root_public: bytes, signature: bytes, message: bytes, subject: str) -> None:
-    """Raise `AttestationError` unless the platform root key signed `message`."""
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives.asymmetric import ed25519
+def _key_directory(home: Path, fingerprint: str) -> Path:
+    return home / "enclave" / "keys" / fingerprint
 
+
+def current_fingerprint(home: Path) -> str:
+    """Return the fingerprint of the current sealing key."""
+    path = home / "enclave" / "current"
     try:
-        ed25519.Ed25519PublicKey.from_public_bytes(root_public).verify(signature, message)
-    except (InvalidSignature, ValueError) as exc:
-        raise AttestationError(f"{subject} is not signed by this machine's platform key") from exc
+        fingerprint = path.read_text().strip()
+    except FileNotFoundError:
+        raise
+    if not _FINGERPRINT.match(fingerprint):
+        raise KeyHomeError(f"key file {path} is damaged; restore the key home from a backup")
+    return fingerprint
 
 
-def load_root_public(home: Path) -> bytes:
-    """Read the platform root public key that every attestation is checked against."""
-    path = home / "platform" / "root.pub"
-    try:
-        return bytes.fromhex(path.read_text().strip())
-    except FileNotFoundError as exc:
-        raise AttestationError(f"platform root key {path} not found; start an enclave once to create the key home") from exc
-    except ValueError as exc:
-        raise AttestationError(f"platform root key {path} is not hex") from exc
+def load_public_key(home: Path, fingerprint: str | None = None) -> PublicKey:
+    """Load an enclave public key (the current one by default) and check the platform endorsement.
 
+    Raises FileNotFoundError when the key home has no keys yet.
+    """
+    from .platform import load_certificate, verify_platform_signature
 
-def load_public_key(home: Path) -> PublicKey:
-    """Load the enclave's public key from the key home and check the platform endorsement."""
-    path = home / "enclave" / "public.json"
+    chosen = fingerprint or current_fingerprint(home)
+    path = _key_directory(home, chosen) / "public.json"
     try:
         document = json.loads(path.read_text())
     except FileNotFoundError:
         raise
     except ValueError as exc:
-        raise AttestationError(f"public key file {path} is not valid JSON; delete the key home to start over") from exc
+        raise AttestationError(f"public key file {path} is not valid JSON; restore the key home from a backup") from exc
 
     if not isinstance(document, dict):
-        raise AttestationError(f"public key file {path} is not a JSON object; delete the key home to start over")
+        raise AttestationError(f"public key file {path} is not a JSON object; restore the key home from a backup")
     try:
         public = PublicKey.from_dict(document.get("key"))
         signature = unb64(document.get("endorsement"), "platform endorsement")
     except AttestationError as exc:
-        raise AttestationError(f"public key file {path} is invalid ({exc}); delete the key home to start over") from exc
-    verify_platform_signature(load_root_public(home), signature, endorsement_message(public), f"public key {path}")
+        raise AttestationError(f"public key file {path} is invalid ({exc}); restore the key home from a backup") from exc
+    verify_platform_signature(load_certificate(home / "platform"), signature, endorsement_message(public), f"public key {path}")
+    if public.fingerprint != chosen:
+        raise AttestationError(f"public key file {path} holds key {public.fingerprint[:16]}, not {chosen[:16]}")
     return public
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """One sealing key of the key home, as `list_keys` reports it."""
+
+    fingerprint: str
+    kem: str
+    created: str
+    current: bool
+
+
+def list_keys(home: Path) -> list[KeyInfo]:
+    """Return every sealing key in the key home, oldest first."""
+    directory = home / "enclave" / "keys"
+    if not directory.is_dir():
+        return []
+    current = current_fingerprint(home)
+    keys = []
+    for entry in directory.iterdir():
+        document = json.loads((entry / "public.json").read_text())
+        keys.append(KeyInfo(entry.name, str(document["key"]["kem"]), str(document.get("created", "")), entry.name == current))
+    return sorted(keys, key=lambda info: (info.created, info.fingerprint))
 
 
 @dataclass
@@ -197,39 +231,62 @@ class EnclaveKeys:
     hpke_private: Any
     signing_private: Any
     platform_private: Any
+    platform_certificate: Any
+    older: dict[str, tuple[PublicKey, Any]] = field(default_factory=dict)
 
     def sign(self, message: bytes) -> bytes:
         signature: bytes = self.signing_private.sign(message)
         return signature
 
     def platform_sign(self, message: bytes) -> bytes:
-        signature: bytes = self.platform_private.sign(message)
-        return signature
+        from .platform import platform_sign
+
+        return platform_sign(self.platform_private, message)
+
+    def for_recipient(self, fingerprint: str) -> tuple[PublicKey, Any] | None:
+        """Return the public key and HPKE private key that open data sealed to `fingerprint`."""
+        if fingerprint == self.public.fingerprint:
+            return self.public, self.hpke_private
+        return self.older.get(fingerprint)
 
 
 def ensure_keys(home: Path, kem: str = KEM_MLKEM768_X25519) -> EnclaveKeys:
     """Load the enclave keys, creating the key home on first use (monitor only)."""
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
     with _locked(home / ".lock"):
-        if not (home / "enclave" / "private.json").exists():
-            _create_keys(home, kem)
+        if not (home / "enclave" / "current").exists():
+            if (home / "enclave" / "keys").is_dir() and any((home / "enclave" / "keys").iterdir()):
+                raise KeyHomeError(
+                    f"key file {home / 'enclave' / 'current'} is missing while keys exist; restore it from a backup, "
+                    "or write the fingerprint of the current key into it"
+                )
+            _create_platform_if_missing(home)
+            _create_key(home, kem)
         return _load_private_keys(home)
 
 
-def _create_keys(home: Path, kem: str) -> None:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
+def rotate_keys(home: Path, kem: str = KEM_MLKEM768_X25519) -> PublicKey:
+    """Create a new current sealing key; older keys keep opening what was sealed to them."""
+    with _locked(home / ".lock"):
+        _load_private_keys(home)
+        return _create_key(home, kem)
+
+
+def _create_platform_if_missing(home: Path) -> None:
+    from .platform import KEY_FILE, create_platform
 
     platform = home / "platform"
     platform.mkdir(mode=0o700, exist_ok=True)
-    if not (platform / "root.key").exists():
-        root = ed25519.Ed25519PrivateKey.generate()
-        raw = root.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
-        _write_atomic(platform / "root.key", raw.hex().encode(), 0o600)
-        public_raw = root.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        _write_atomic(platform / "root.pub", public_raw.hex().encode(), 0o644)
-    root_private = _load_platform_private(home)
+    if not (platform / KEY_FILE).exists():
+        create_platform(platform, _write_atomic)
 
+
+def _create_key(home: Path, kem: str) -> PublicKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
+
+    if kem not in KEM_IDS:
+        raise ValueError(f"invalid KEM {kem!r}: expected one of {sorted(KEM_IDS)}")
     mlkem_seed = os.urandom(64) if kem == KEM_MLKEM768_X25519 else b""
     x25519_private = x25519.X25519PrivateKey.generate()
     signing_private = ed25519.Ed25519PrivateKey.generate()
@@ -248,45 +305,77 @@ def _create_keys(home: Path, kem: str) -> None:
         "x25519": b64(x25519_private.private_bytes(*raw_format)),
         "signing_ed25519": b64(signing_private.private_bytes(*raw_format)),
     }
-    public_document = {"key": public.to_dict(), "endorsement": b64(root_private.sign(endorsement_message(public)))}
+    from .platform import load_platform_key, platform_sign
 
-    enclave = home / "enclave"
-    enclave.mkdir(mode=0o700, exist_ok=True)
-    _write_atomic(enclave / "private.json", canonical_json(private_document), 0o600)
-    _write_atomic(enclave / "public.json", json.dumps(public_document, indent=2).encode(), 0o644)
+    endorsement = platform_sign(load_platform_key(home / "platform"), endorsement_message(public))
+    created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    public_document = {"key": public.to_dict(), "endorsement": b64(endorsement), "created": created}
 
-
-def _load_platform_private(home: Path) -> Any:
-    from cryptography.hazmat.primitives.asymmetric import ed25519
-
-    raw = bytes.fromhex((home / "platform" / "root.key").read_text().strip())
-    return ed25519.Ed25519PrivateKey.from_private_bytes(raw)
+    directory = _key_directory(home, public.fingerprint)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=False)
+    _write_atomic(directory / "private.json", canonical_json(private_document), 0o600)
+    _write_atomic(directory / "public.json", json.dumps(public_document, indent=2).encode(), 0o644)
+    _write_atomic(home / "enclave" / "current", public.fingerprint.encode(), 0o644)
+    log.info("created sealing key %s (%s)", public.fingerprint[:16], kem)
+    return public
 
 
 def _load_private_keys(home: Path) -> EnclaveKeys:
+    from .platform import load_certificate, load_platform_key
+
+    platform_key_path = home / "platform" / "root.key"
+    check_private_file(platform_key_path)
+    try:
+        platform_private = load_platform_key(home / "platform")
+    except (ValueError, TypeError) as exc:
+        raise KeyHomeError(f"key file {platform_key_path} is damaged; restore the key home from a backup") from exc
+    certificate = load_certificate(home / "platform")
+
+    current = current_fingerprint(home)
+    loaded = {entry.name: _load_key_pair(home, entry.name) for entry in (home / "enclave" / "keys").iterdir()}
+    if current not in loaded:
+        raise KeyHomeError(f"the current key {current[:16]} named in {home / 'enclave' / 'current'} is missing; restore it from a backup")
+    public, hpke_private, signing = loaded.pop(current)
+    return EnclaveKeys(
+        public=public, hpke_private=hpke_private, signing_private=signing, platform_private=platform_private,
+        platform_certificate=certificate, older={fp: (pair[0], pair[1]) for fp, pair in loaded.items()},
+    )
+
+
+def _load_key_pair(home: Path, fingerprint: str) -> tuple[PublicKey, Any, Any]:
     from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
     from cryptography.hazmat.primitives.hpke import MLKEM768X25519PrivateKey
 
-    path = home / "enclave" / "private.json"
-    _restrict_permissions(path)
-    _restrict_permissions(home / "platform" / "root.key")
-    document = json.loads(path.read_text())
-    public = load_public_key(home)
-    classical = x25519.X25519PrivateKey.from_private_bytes(unb64(document["x25519"], "X25519 private key"))
-    hpke_private: Any = classical
-    if document["kem"] == KEM_MLKEM768_X25519:
-        seed = unb64(document["mlkem768_seed"], "ML-KEM seed")
-        hpke_private = MLKEM768X25519PrivateKey(mlkem.MLKEM768PrivateKey.from_seed_bytes(seed), classical)
-    signing = ed25519.Ed25519PrivateKey.from_private_bytes(unb64(document["signing_ed25519"], "signing key"))
-    return EnclaveKeys(public=public, hpke_private=hpke_private, signing_private=signing, platform_private=_load_platform_private(home))
+    path = _key_directory(home, fingerprint) / "private.json"
+    check_private_file(path)
+    try:
+        document = json.loads(path.read_text())
+        classical = x25519.X25519PrivateKey.from_private_bytes(unb64(document["x25519"], "X25519 private key"))
+        hpke_private: Any = classical
+        if document["kem"] == KEM_MLKEM768_X25519:
+            seed = unb64(document["mlkem768_seed"], "ML-KEM seed")
+            hpke_private = MLKEM768X25519PrivateKey(mlkem.MLKEM768PrivateKey.from_seed_bytes(seed), classical)
+        signing = ed25519.Ed25519PrivateKey.from_private_bytes(unb64(document["signing_ed25519"], "signing key"))
+        public = load_public_key(home, fingerprint)
+    except (ValueError, KeyError, TypeError, AttestationError, FileNotFoundError) as exc:
+        raise KeyHomeError(
+            f"key file {path} is damaged or incomplete ({type(exc).__name__}); restore the key home from a backup, "
+            f"because data sealed to key {fingerprint[:16]} cannot be opened without it"
+        ) from exc
+    return public, hpke_private, signing
 
 
-def _restrict_permissions(path: Path) -> None:
-    """Make a private key file owner-only again if someone widened its mode."""
-    mode = path.stat().st_mode & 0o777
+def check_private_file(path: Path) -> None:
+    """Reject a private key file that is missing, not ours, or readable by others, as ssh does."""
+    try:
+        status = path.stat()
+    except FileNotFoundError as exc:
+        raise KeyHomeError(f"key file {path} is missing; restore the key home from a backup") from exc
+    if status.st_uid != os.geteuid():
+        raise KeyHomeError(f"key file {path} belongs to uid {status.st_uid}, not to this user; fix its owner")
+    mode = status.st_mode & 0o777
     if mode & 0o077:
-        log.warning("private key file %s had mode %o; setting it to 600", path, mode)
-        os.chmod(path, 0o600)
+        raise KeyHomeError(f"key file {path} is accessible by other users (mode {mode:o}); run: chmod 600 {path}")
 
 
 def _write_atomic(path: Path, data: bytes, mode: int) -> None:
@@ -312,4 +401,3 @@ def _locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-

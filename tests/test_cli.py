@@ -67,8 +67,7 @@ def test_cli_key_matches_key_home(key_home):
     completed = _run_cli("key", "--json")
     assert completed.returncode == 0, completed.stderr
     fingerprint = json.loads(completed.stdout)["fingerprint"]
-    public = json.loads((key_home / "enclave" / "public.json").read_text())
-    assert fingerprint == public["key"]["fingerprint"]
+    assert fingerprint == (key_home / "enclave" / "current").read_text()
 
 
 def test_cli_without_command_prints_help():

@@ -312,12 +312,42 @@ def test_enclave_exits_when_host_process_dies(key_home, tmp_path):
     assert _wait_until_gone(zygote)
 
 
-def test_attestation_verifies_with_fresh_nonce(enclave, key_home):
-    from confidential_nb.keys import load_root_public
+def test_attestation_verifies_against_pins(enclave, key_home):
+    from confidential_nb.attestation import load_pins
 
+    pins = load_pins(key_home)
     document = enclave.attest(b"\x01" * 32)
-    key = document.verify(load_root_public(key_home), nonce="01" * 32)
+    key = document.verify(nonce="01" * 32, platform_fingerprint=pins.platform_fingerprint, expected=pins.measurements)
     assert key.fingerprint == enclave.public_key().fingerprint
+    assert enclave.status()["measurements"] == pins.measurements
+
+
+def test_attestation_pinned_measurement_mismatch_stops_start(tmp_path):
+    from confidential_nb.attestation import Pins, load_pins, save_pins
+    from confidential_nb.errors import AttestationError
+
+    home = tmp_path / "pinned"
+    with Enclave(home) as first:
+        first.status()
+    pins = load_pins(home)
+    save_pins(home, Pins(pins.platform_fingerprint, dict(pins.measurements, **{"2": "2" * 64})))
+    with Enclave(home) as second:
+        with pytest.raises(AttestationError, match=r"PCR 2 \(sandbox configuration\)"):
+            second.run("1")
+        assert not second.running
+
+
+def test_attestation_reset_pins_again(tmp_path):
+    from confidential_nb.attestation import Pins, load_pins, save_pins
+
+    home = tmp_path / "reset"
+    with Enclave(home) as first:
+        first.status()
+    pins = load_pins(home)
+    save_pins(home, Pins(pins.platform_fingerprint, None))
+    with Enclave(home) as second:
+        assert second.run("1").value == 1
+    assert load_pins(home).measurements == pins.measurements
 
 
 def test_run_library_warning_reissued_on_host(enclave):

@@ -15,7 +15,9 @@ import socket
 import sys
 from pathlib import Path
 
+from ..errors import ConfidentialNBError
 from ..keys import ensure_keys
+from ..protocol import send_message
 
 _PR_SET_PDEATHSIG = 1
 
@@ -28,11 +30,22 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
 
     home: Path = arguments.home
-    home.mkdir(mode=0o700, parents=True, exist_ok=True)
-    _configure_logging(home)
-    keys = ensure_keys(home)
-    if arguments.init_keys or arguments.fd is None:
+    channel = socket.socket(fileno=arguments.fd) if arguments.fd is not None else None
+    try:
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _configure_logging(home)
+        keys = ensure_keys(home)
+    except (ConfidentialNBError, OSError) as exc:
+        # The host shows this message; it names a file and a fix, never key material.
+        message = str(exc) if isinstance(exc, ConfidentialNBError) else f"cannot use the key home {home}: {exc}"
+        if channel is not None:
+            send_message(channel, {"ok": False, "kind": "key_home", "message": message})
+        else:
+            sys.stderr.write(message + "\n")
+        return 2
+    if arguments.init_keys or channel is None:
         return 0
+    send_message(channel, {"ok": True})
 
     # The kernel's interrupt reaches its process group, not ours; a dying host ends us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -41,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .monitor import Monitor
 
-    monitor = Monitor(keys, home, socket.socket(fileno=arguments.fd))
+    monitor = Monitor(keys, home, channel)
     try:
         monitor.serve()
     finally:

@@ -9,6 +9,7 @@ only after that checks, signs and releases the result.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
 import logging
 import os
@@ -23,15 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..attestation import sign_document, sign_receipt
+from ..attestation import AttestationDocument, sign_document, sign_receipt
 from ..errors import PolicyError, ProtocolError, SealError, WrongKeyError
 from ..functions import cell_checksum
-from ..keys import EnclaveKeys
+from ..keys import EnclaveKeys, canonical_json
 from ..limits import DEFAULT_FILE_SIZE_BYTES, DEFAULT_OPEN_FILES, DEFAULT_TIMEOUT_SECONDS, format_size, memory_limit_for
 from ..policy import Policy
 from ..protocol import MessageTooLargeError, PeerClosedError, recv_message, send_fd, send_message
 from ..sandbox import Limits, clean_environment, layer_report
-from ..sealing import unseal_bytes
+from ..sealing import parse_header, unseal_bytes
 from .egress import bounded_count, guard_failure, guarded_warnings, text_size
 
 log = logging.getLogger("confidential_nb.enclave")
@@ -70,6 +71,7 @@ class Monitor:
         self.scratch_root = Path(tempfile.mkdtemp(prefix="confidential_nb-"))
         self.zygote, self.zygote_channel = self._start_zygote()
         self.runs = 0
+        self.document: AttestationDocument | None = None
         self.reaped: set[int] = set()
 
     def _start_zygote(self) -> tuple[subprocess.Popen[bytes], socket.socket]:
@@ -108,7 +110,9 @@ class Monitor:
         operation = header.get("op")
         try:
             if operation == "attest":
-                document = sign_document(self.keys, str(header["nonce"]), layer_report())
+                document = sign_document(self.keys, str(header["nonce"]), layer_report(), _user_data(header))
+                # Receipts embed the document that the host verified when it started this enclave.
+                self.document = self.document or document
                 return Reply({"ok": True, "document": document.to_dict()})
             if operation == "status":
                 return Reply({"ok": True, "zygote_pid": self.zygote.pid, "runs": self.runs, "layers": layer_report()})
@@ -165,12 +169,15 @@ class Monitor:
             "nonce": str(header["nonce"]),
             "function_checksum": checksum,
             "inputs": {spec["name"]: hashlib.sha256(blob).hexdigest() for spec, blob in zip(specs, attachments)},
+            "policies": {spec["name"]: hashlib.sha256(canonical_json(policy.to_dict())).hexdigest()
+                         for spec, policy in zip(specs, policies)},
             "params_digest": hashlib.sha256(attachments[-1]).hexdigest() if header.get("has_params") else None,
+            "result_name": reply.header.get("result_name"),
             "result_digest": hashlib.sha256(result).hexdigest(),
             "result_bytes": len(result),
-            "started": round(started, 3),
-            "finished": round(time.time(), 3),
-        })
+            "started": _utc_seconds(started),
+            "finished": _utc_seconds(time.time()),
+        }, self.document or sign_document(self.keys, "", layer_report()))
         log.info("run %s finished: %d result bytes", run_id, len(result))
         return Reply({"ok": True, "receipt": receipt.to_dict(), "withheld_lines": reply.header.get("withheld_lines", 0),
                       "warnings": reply.header.get("warnings", []), "memory_limit": memory}, [result])
@@ -183,7 +190,13 @@ class Monitor:
         for spec, blob in zip(specs, attachments):
             name = spec["name"]
             try:
-                header, payload = unseal_bytes(blob, self.keys.hpke_private, self.keys.public)
+                recipient = parse_header(blob).recipient
+                pair = self.keys.for_recipient(recipient)
+                if pair is None:
+                    raise WrongKeyError(f"the input was sealed to key {recipient[:16]}, which this enclave does not hold "
+                                        f"(its current key is {self.keys.public.fingerprint[:16]}); seal the data again "
+                                        "with this enclave's key")
+                header, payload = unseal_bytes(blob, pair[1], pair[0])
                 policy = Policy.from_dict(header.metadata.get("policy"))
                 policy.check_run(checksum, debug=debug)
             except WrongKeyError as exc:
@@ -316,8 +329,24 @@ def _guard(reply: Reply, source: str, text_allowed: bool, budget: int) -> Reply:
     if len(reply.attachments) != 1:
         return failure("internal", "the runner sent a malformed reply and was stopped")
 
+    result_name = header.get("result_name")
     guarded = {"ok": True, "withheld_lines": bounded_count(header.get("withheld_lines")),
-               "warnings": guarded_warnings(header.get("warnings"), text_allowed)}
+               "warnings": guarded_warnings(header.get("warnings"), text_allowed),
+               "result_name": result_name if result_name in ("result", "last expression", "none") else None}
     if len(reply.attachments[0]) + text_size(guarded) > budget:
         return _over_budget(budget)
     return Reply(guarded, reply.attachments)
+
+
+def _user_data(header: dict[str, Any]) -> str | None:
+    """Return the host's optional user data for the attestation document, bounded like Nitro's 512 bytes."""
+    value = header.get("user_data")
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > 1024:
+        raise ValueError("user_data must be a string of at most 1024 characters")
+    return value
+
+
+def _utc_seconds(moment: float) -> str:
+    return dt.datetime.fromtimestamp(round(moment), dt.timezone.utc).isoformat()

@@ -98,7 +98,7 @@ def execute(source: str, namespace: dict[str, Any], *, library_messages: bool = 
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("default")
-            value = _run_cell(source, namespace)
+            value, result_name = _run_cell(source, namespace)
     except MemoryError:
         return {"ok": False, "kind": "resource", "resource": "memory"}, None
     except OSError as exc:
@@ -118,11 +118,12 @@ def execute(source: str, namespace: dict[str, Any], *, library_messages: bool = 
         return {"ok": False, "kind": "encoding", "message": str(exc)[:_MAX_MESSAGE_CHARS]}, None
     except MemoryError:
         return {"ok": False, "kind": "resource", "resource": "memory"}, None
-    return {"ok": True, "withheld_lines": counter.total() + withheld_warnings, "warnings": passed}, blob
+    return {"ok": True, "withheld_lines": counter.total() + withheld_warnings, "warnings": passed,
+            "result_name": result_name}, blob
 
 
-def _run_cell(source: str, namespace: dict[str, Any]) -> Any:
-    """Execute the cell; return `result` if it sets it, else its last expression."""
+def _run_cell(source: str, namespace: dict[str, Any]) -> tuple[Any, str]:
+    """Execute the cell; return `result` if it sets it, else its last expression, and which one it was."""
     tree = ast.parse(source, CELL_FILENAME)
     last_expression = None
     if tree.body and isinstance(tree.body[-1], ast.Expr):
@@ -132,7 +133,9 @@ def _run_cell(source: str, namespace: dict[str, Any]) -> Any:
 
     exec(compile(tree, CELL_FILENAME, "exec"), namespace)
     value = eval(compile(last_expression, CELL_FILENAME, "eval"), namespace) if last_expression else None
-    return namespace["result"] if "result" in namespace else value
+    if "result" in namespace:
+        return namespace["result"], "result"
+    return value, "last expression" if last_expression else "none"
 
 
 def _describe_exception(exc: BaseException, library_messages: bool) -> dict[str, Any]:
