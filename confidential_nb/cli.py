@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .cli_trust import add_trust_commands
 from .errors import ConfidentialNBError
 
 FIGURE_FORMATS = frozenset({".png", ".pdf", ".svg", ".jpg", ".jpeg"})
@@ -56,9 +57,7 @@ def _build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print JSON instead of text")
     status.set_defaults(handler=_status)
 
-    key = commands.add_parser("key", help="print the enclave's attested public key and fingerprint")
-    key.add_argument("--json", action="store_true", help="print the key as JSON")
-    key.set_defaults(handler=_key)
+    add_trust_commands(commands)
     return parser
 
 
@@ -115,19 +114,6 @@ def _status(arguments: argparse.Namespace) -> int:
     for name, value in status.items():
         print(f"{name}: {value}")
     print("sandbox layers: " + ", ".join(f"{name}={'on' if active else 'off'}" for name, active in layers.items()))
-    return 0
-
-
-def _key(arguments: argparse.Namespace) -> int:
-    from . import Enclave
-
-    with Enclave() as enclave:
-        key = enclave.public_key()
-    if arguments.json:
-        print(json.dumps(key.to_dict(), indent=2))
-    else:
-        print(f"fingerprint: {key.fingerprint}")
-        print(f"kem: {key.kem}")
     return 0
 
 

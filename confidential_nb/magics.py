@@ -197,9 +197,11 @@ class ConfidentialMagics(Magics):
 
     @line_magic
     def cape_key(self, line: str) -> None:
-        """Print the fingerprint of the enclave key that `%cape_seal` seals to.
+        """Print the fingerprint of the enclave key that `%cape_seal` seals to, then its KEM and measurements.
 
-        Compare it with the fingerprint the data owner sealed to (``Sealed.recipient``).
+        Compare the fingerprint with the one the data owner sealed to
+        (``Sealed.recipient``), and the measurements with the ones the data
+        owner expects (``confidential-nb measurements export``).
 
         Example::
 
@@ -207,7 +209,12 @@ class ConfidentialMagics(Magics):
         """
         from .client import default_enclave
 
-        print(key_fingerprint(default_enclave().public_key()))
+        enclave = default_enclave()
+        key = enclave.public_key()
+        print(key_fingerprint(key))
+        print(f"kem: {key.kem}")
+        for index, value in sorted(enclave.attestation().measurements.items()):
+            print(f"PCR {index}: {value}")
 
 
 def _parse_magic_line(magic: Any, line: str, magic_name: str) -> argparse.Namespace:

@@ -552,7 +552,10 @@ def test_cape_key_prints_fingerprint(
 ) -> None:
     shell.run_line_magic("cape_key", "")
 
-    assert capsys.readouterr().out.strip() == load_public_key(enclave_home).fingerprint
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == load_public_key(enclave_home).fingerprint
+    assert lines[1] == "kem: MLKEM768_X25519"
+    assert [line.split(":")[0] for line in lines[2:]] == ["PCR 0", "PCR 1", "PCR 2"]
 
 
 def test_run_result_repr_shows_failed_receipt(shell: InteractiveShell, sealed_in_shell: Sealed) -> None:

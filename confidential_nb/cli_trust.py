@@ -1,0 +1,142 @@
+"""Command-line subcommands for keys, attestation, receipts and pinned measurements."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def add_trust_commands(commands: Any) -> None:
+    """Register ``key``, ``attest``, ``verify`` and ``measurements`` on the CLI's subparsers."""
+    key = commands.add_parser("key", help="show the enclave's attested public key; 'key rotate' and 'key list' manage keys")
+    key.add_argument("action", nargs="?", choices=["show", "rotate", "list"], default="show",
+                     help="show (default): print the current key and measurements; rotate: make a new sealing key; "
+                          "list: print every key with its date")
+    key.add_argument("--kem", choices=["MLKEM768_X25519", "X25519"], default="MLKEM768_X25519",
+                     help="KEM of the new key for 'rotate' (default: the post-quantum hybrid MLKEM768_X25519)")
+    key.add_argument("--out", type=Path, help="also write the public key file (JSON) to this path")
+    key.add_argument("--json", action="store_true", help="print JSON instead of text")
+    key.set_defaults(handler=_key)
+
+    attest = commands.add_parser("attest", help="request a fresh attestation document, verify it and print it")
+    attest.add_argument("--out", type=Path, help="also write the document (JSON) to this path")
+    attest.set_defaults(handler=_attest)
+
+    verify = commands.add_parser("verify", help="verify a saved run receipt offline")
+    verify.add_argument("receipt", type=Path, help="receipt file written by RunResult.receipt.save()")
+    verify.add_argument("--platform-fingerprint", metavar="HEX",
+                        help="SHA-256 of the platform certificate to require (default: the one pinned in the key home)")
+    verify.set_defaults(handler=_verify)
+
+    measurements = commands.add_parser("measurements", help="export, import or reset the pinned enclave measurements")
+    measurements.add_argument("action", choices=["show", "export", "import", "reset"],
+                              help="show: print the pins; export FILE: write them; import FILE: pin a data owner's "
+                                   "values; reset: pin again on the next enclave start")
+    measurements.add_argument("file", nargs="?", type=Path, help="the file for export or import")
+    measurements.set_defaults(handler=_measurements)
+
+
+def _key(arguments: argparse.Namespace) -> int:
+    from .client import Enclave
+    from .keys import home_dir, list_keys, rotate_keys
+
+    home = home_dir()
+    if arguments.action == "rotate":
+        public = rotate_keys(home, arguments.kem)
+        print(f"new current key: {public.fingerprint} ({public.kem})")
+        print("older keys stay in the key home and keep opening data sealed to them")
+        return 0
+    if arguments.action == "list":
+        for info in list_keys(home):
+            print(f"{'*' if info.current else ' '} {info.fingerprint}  {info.kem:<16} created {info.created}")
+        return 0
+
+    with Enclave(home) as enclave:
+        key = enclave.public_key()
+        pcrs = enclave.attestation().measurements
+    if arguments.out is not None:
+        arguments.out.write_text(json.dumps(key.to_dict(), indent=2) + "\n")
+    if arguments.json:
+        print(json.dumps({"key": key.to_dict(), "measurements": pcrs}, indent=2))
+        return 0
+    print(f"fingerprint: {key.fingerprint}")
+    print(f"kem: {key.kem}")
+    for index, value in sorted(pcrs.items()):
+        print(f"PCR {index}: {value}")
+    return 0
+
+
+def _attest(arguments: argparse.Namespace) -> int:
+    import secrets
+
+    from .attestation import load_pins
+    from .client import Enclave
+    from .errors import AttestationError
+    from .keys import home_dir
+
+    home = home_dir()
+    nonce = secrets.token_hex(32)
+    with Enclave(home) as enclave:
+        document = enclave.attest(nonce)
+    pins = load_pins(home)
+    if pins is None:
+        raise AttestationError(f"no pins in {home}; start an enclave once to pin the platform and measurements")
+    document.verify(nonce=nonce, platform_fingerprint=pins.platform_fingerprint, expected=pins.measurements)
+    text = json.dumps(document.to_dict(), indent=2, sort_keys=True)
+    if arguments.out is not None:
+        arguments.out.write_text(text + "\n")
+    print(text)
+    print("attestation verified: signature, nonce, freshness and measurements match the pins")
+    return 0
+
+
+def _verify(arguments: argparse.Namespace) -> int:
+    from .attestation import Receipt, load_pins
+    from .errors import AttestationError
+    from .keys import home_dir
+
+    receipt = Receipt.load(arguments.receipt)
+    platform = arguments.platform_fingerprint
+    if platform is None:
+        pins = load_pins(home_dir())
+        if pins is None:
+            raise AttestationError("no pinned platform in the key home; pass --platform-fingerprint HEX")
+        platform = pins.platform_fingerprint
+    receipt.verify(platform_fingerprint=platform.lower())
+    print(f"receipt verified: run {receipt.run_id}, function {receipt.function_checksum}, "
+          f"result {receipt.result_digest}, platform {platform.lower()[:16]}")
+    return 0
+
+
+def _measurements(arguments: argparse.Namespace) -> int:
+    from .attestation import PCR_NAMES, Pins, load_pins, save_pins
+    from .errors import AttestationError
+    from .keys import home_dir
+
+    home = home_dir()
+    pins = load_pins(home)
+    if arguments.action in ("export", "import") and arguments.file is None:
+        print(f"error: 'measurements {arguments.action}' needs a FILE argument")
+        return 2
+
+    if arguments.action == "import":
+        document = json.loads(arguments.file.read_text())
+        imported = Pins(str(document["platform_fingerprint"]), document.get("measurements"))
+        if imported.measurements is not None and set(imported.measurements) != set(PCR_NAMES):
+            raise AttestationError(f"{arguments.file} must give measurements {sorted(PCR_NAMES)}")
+        save_pins(home, imported)
+        print(f"pinned the measurements and platform from {arguments.file}")
+        return 0
+    if pins is None:
+        raise AttestationError(f"no pins in {home} yet; start an enclave once to pin them")
+    if arguments.action == "reset":
+        save_pins(home, Pins(pins.platform_fingerprint, None))
+        print("measurements will be pinned again on the next enclave start; the platform pin is kept")
+    elif arguments.action == "export":
+        arguments.file.write_text(json.dumps(pins.to_dict(), indent=2, sort_keys=True) + "\n")
+        print(f"wrote the pins to {arguments.file}")
+    else:
+        print(json.dumps(pins.to_dict(), indent=2, sort_keys=True))
+    return 0
