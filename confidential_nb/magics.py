@@ -486,9 +486,12 @@ def run_in_enclave(
 
 
 def show_result(result: RunResult) -> None:
-    """Display what a ``%%cape`` cell shows: the withheld line count and the curves."""
+    """Display what a ``%%cape`` cell shows: the receipt line, the withheld line count and the curves."""
     from IPython.display import display
 
+    # The client has already verified the receipt; the function checksum is stable for a given cell.
+    if result.receipt is not None:
+        print(f"receipt verified (function {result.receipt.function_checksum[:12]})")
     if result.withheld_lines:
         lines = "line was" if result.withheld_lines == 1 else "lines were"
         print(

@@ -22,6 +22,7 @@ from IPython.utils.capture import capture_output
 from matplotlib.figure import Figure
 
 from confidential_nb.errors import EnclaveError, EnclaveTimeoutError, EnclaveWarning
+from confidential_nb.functions import cell_checksum
 from confidential_nb.keys import ensure_keys, load_public_key
 from confidential_nb.magics import (
     drop_variable,
@@ -487,11 +488,11 @@ def test_cape_reports_withheld_lines(
     assert "target" not in out
 
 
-def test_cape_without_print_outputs_nothing(shell: InteractiveShell, sealed_in_shell: Sealed) -> None:
+def test_cape_without_print_outputs_receipt_line_only(shell: InteractiveShell, sealed_in_shell: Sealed) -> None:
     with capture_output() as captured:
         run_cape(shell, "--input sealed", "result = 1\n")
 
-    assert captured.stdout == ""
+    assert captured.stdout == f"receipt verified (function {cell_checksum('result = 1' + chr(10))[:12]})\n"
     assert captured.outputs == []
 
 
