@@ -213,20 +213,24 @@ class Enclave:
             self._close_locked()
             raise
 
-    def _attest_locked(self, nonce: str) -> AttestationDocument:
+    def _attest_locked(self, nonce: str, user_data: str | None = None) -> AttestationDocument:
         from .attestation import AttestationDocument
 
-        header, _ = self._request({"op": "attest", "nonce": nonce}, [], _START_TIMEOUT_SECONDS)
+        header, _ = self._request({"op": "attest", "nonce": nonce, "user_data": user_data}, [], _START_TIMEOUT_SECONDS)
         if not header.get("ok"):
             raise errors.AttestationError(f"the enclave failed to attest: {header.get('message')}")
         return AttestationDocument.from_dict(header.get("document"))
 
-    def attest(self, nonce: str | bytes | None = None) -> AttestationDocument:
-        """Return a fresh attestation document over `nonce` (hex or bytes; random if None)."""
+    def attest(self, nonce: str | bytes | None = None, user_data: str | None = None) -> AttestationDocument:
+        """Return a fresh attestation document over `nonce` (hex or bytes; random if None).
+
+        `user_data`, at most 1024 characters, is signed into the document as
+        Nitro's user data field is, for example to bind a session to it.
+        """
         text = nonce.hex() if isinstance(nonce, bytes) else (nonce or secrets.token_hex(32))
         with self._lock:
             self._start_locked()
-            return self._attest_locked(text)
+            return self._attest_locked(text, user_data)
 
     def attestation(self) -> AttestationDocument:
         """Return the attestation document verified when this enclave started."""

@@ -377,3 +377,26 @@ def test_run_file_size_limit(enclave):
     with pytest.raises(EnclaveResourceError, match="file size limit of 1.0 GiB"):
         enclave.run(source)
     assert enclave.run("'ok'").value == "ok"
+
+
+def test_attestation_carries_user_data(enclave):
+    assert enclave.attest(user_data="session-42").body["user_data"] == "session-42"
+
+
+def test_attestation_rejects_oversized_user_data(enclave):
+    from confidential_nb.errors import AttestationError
+
+    with pytest.raises(AttestationError, match="malformed attest request"):
+        enclave.attest(user_data="x" * 2000)
+    assert enclave.run("1").value == 1
+
+
+def test_receipt_names_result_and_policies(enclave, sealed):
+    from confidential_nb.keys import canonical_json
+    import hashlib
+
+    run = enclave.run("len(data)", inputs={"data": sealed})
+    assert run.receipt.body["result_name"] == "last expression"
+    assert run.receipt.body["policies"] == {"data": hashlib.sha256(canonical_json(sealed.policy.to_dict())).hexdigest()}
+    assert run.receipt.body["started"].endswith("+00:00")
+    assert enclave.run("result = 1").receipt.body["result_name"] == "result"
