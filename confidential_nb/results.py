@@ -38,6 +38,10 @@ _NO_HISTORY_FIX = (
 class Receipt(Protocol):
     """The signed receipt of a run, as far as a `RunResult` uses it."""
 
+    @property
+    def function_checksum(self) -> str:
+        """Checksum of the cell that ran."""
+
     def verify(self) -> bool:
         """Return True when the signature and measurements check out, else raise AttestationError."""
 
