@@ -89,7 +89,9 @@ def test_vector_wraps_stored_data_key(case):
 @pytest.mark.parametrize("case", [case for case in CASES if case["content_type"] == "dataframe"], ids=_ids)
 def test_vector_dataframe_decodes(case):
     frame = decode_frame(bytes.fromhex(case["plaintext"]))
-    pd.testing.assert_frame_equal(frame, pd.DataFrame(VECTORS["dataframe"]))
+    # The string storage backend may differ between pandas builds, so compare dtypes by name.
+    pd.testing.assert_frame_equal(frame, pd.DataFrame(VECTORS["dataframe"]), check_dtype=False)
+    assert [str(dtype) for dtype in frame.dtypes] == case["schema"]["dtypes"]
 
 
 @pytest.mark.parametrize("case", CASES, ids=_ids)
