@@ -38,18 +38,26 @@ buffer role to ``[offset, length]`` within the body) plus fields per kind:
 - ``masked``: ``dtype`` (Int8..Int64, UInt8..UInt64, Float32, Float64,
   boolean); buffers ``data`` (values, zero where missing) and ``mask``
   (one byte per row, 1 where missing).
-- ``string``: ``dtype`` (object, str or string) and ``storage`` (python or
-  pyarrow, null for object); buffers ``offsets`` (int64, length + 1 byte
+- ``string``: ``dtype`` is object, str (a string dtype whose missing value
+  is NaN) or string (one whose missing value is pd.NA), and ``storage`` is
+  python, pyarrow, or null for object. Decoding pyarrow storage needs
+  pyarrow. The buffers are ``offsets`` (int64, length + 1 byte
   offsets into ``data``), ``data`` (UTF-8, lone surrogates kept with
   ``surrogatepass``) and ``mask`` (one byte per row: 0 for a str, 1 for None,
   2 for NaN, 3 for pd.NA).
 - ``category``: ``ordered``, ``codes_dtype`` and ``categories`` (a nested
   descriptor of any non-category kind); buffer ``codes``, -1 where missing.
+
+Supported pandas versions: 2.2 and later. The tests pass on pandas 2.2.3
+and 3.1.1, both with numpy 2.4.6 and pyarrow 26.0.1. pandas 2.3 and 3.0 are
+untested. pandas 2.2 cannot decode a str column with python storage, which
+needs pandas 2.3 or later, and pandas 3.1 uses pyarrow only from 16.0.
 """
 
 from __future__ import annotations
 
 import datetime
+import inspect
 import json
 import logging
 import re
@@ -90,6 +98,9 @@ _LABEL_DTYPES = frozenset(["object", "str", "string"]) | {
 }
 _CODE_DTYPES = frozenset(["int8", "int16", "int32", "int64"])
 _STRING_STORAGES = frozenset(["python", "pyarrow"])
+# pandas 2.3 added StringDtype's na_value. pandas 2.2 has the NaN variant
+# only as the storage "pyarrow_numpy", and none with python storage.
+_STRING_DTYPE_HAS_NA_VALUE = "na_value" in inspect.signature(pd.StringDtype).parameters
 _TZ_NAME = re.compile(r"[A-Za-z0-9_+\-/:]{1,64}")
 _FREQ = re.compile(r"[A-Za-z0-9\-]{1,32}")
 _MISSING_NONE, _MISSING_NAN, _MISSING_NA = 1, 2, 3
@@ -182,7 +193,7 @@ def describe_type(value: object) -> str:
     if not known or not _is_genuine_class(kind, module):
         return _OUTSIDE_ARRAY_CLASS if isinstance(value, np.ndarray) else _OUTSIDE_CLASS
 
-    name = kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
+    name = kind.__qualname__ if module == "builtins" else f"{_public_module(kind, module)}.{kind.__qualname__}"
     if isinstance(value, np.ndarray):
         return f"{name} of {_describe_dtype(value.dtype)}"
     return name
@@ -200,6 +211,19 @@ def _is_genuine_class(kind: type, module: str) -> bool:
         namespace = vars(target) if hasattr(target, "__dict__") else {}
         target = namespace.get(part)
     return target is kind
+
+
+def _public_module(kind: type, module: str) -> str:
+    """Return "pandas" for a class that pandas exports at its top level, else ``module``.
+
+    pandas 3 sets ``__module__`` to "pandas" on those classes, but pandas 2.2
+    keeps the defining module, e.g. pandas._libs.tslibs.timestamps. Naming
+    both "pandas.Timestamp" keeps messages, and the advice keyed on them, the
+    same across versions.
+    """
+    if module.startswith("pandas.") and vars(pd).get(kind.__qualname__) is kind:
+        return "pandas"
+    return module
 
 
 def _describe_dtype(dtype: np.dtype[Any]) -> str:
@@ -282,6 +306,8 @@ def _encode_column_labels(columns: pd.Index) -> dict[str, Any]:
     if isinstance(columns, pd.RangeIndex):
         return {"kind": "range", "start": columns.start, "stop": columns.stop, "step": columns.step, "name": name}
 
+    # NOTE: string labels keep their missing-value kind (str or string) but
+    # not their storage, so they decode with the receiver's default storage.
     dtype = str(columns.dtype)
     if dtype not in _LABEL_DTYPES:
         raise EncodingError(
@@ -394,13 +420,28 @@ def _encode_strings(values: Any, dtype: Any, location: str, writer: _BufferWrite
     offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
     np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)), out=offsets[1:])
 
-    storage = None if isinstance(dtype, np.dtype) else dtype.storage
+    dtype_name, storage = _describe_string_dtype(dtype)
     buffers = {
         "offsets": writer.add(offsets),
         "data": writer.add_bytes(b"".join(encoded)),
         "mask": writer.add(mask),
     }
-    return {"kind": "string", "dtype": str(dtype), "storage": storage, "length": len(encoded), "buffers": buffers}
+    return {"kind": "string", "dtype": dtype_name, "storage": storage, "length": len(encoded), "buffers": buffers}
+
+
+def _describe_string_dtype(dtype: Any) -> tuple[str, str | None]:
+    """Return the wire ``dtype`` and ``storage`` of an object or string dtype.
+
+    The wire names are those of pandas 2.3 and later: ``str`` for a string
+    dtype whose missing value is NaN, ``string`` for one whose missing value
+    is pd.NA. pandas 2.2 names both ``string`` and spells the NaN variant as
+    the storage ``pyarrow_numpy``.
+    """
+    if isinstance(dtype, np.dtype):
+        return "object", None
+    name = "string" if dtype.na_value is pd.NA else "str"
+    storage = "pyarrow" if dtype.storage == "pyarrow_numpy" else dtype.storage
+    return name, storage
 
 
 def _string_mask(objects: np.ndarray, dtype: Any, location: str) -> np.ndarray:
@@ -664,13 +705,28 @@ def _check_offsets(offsets: np.ndarray, data_length: int) -> None:
 
 
 def _string_array(descriptor: Mapping[str, Any], dtype_name: str, values: np.ndarray) -> Any:
-    storage: Any = _get_choice(descriptor, "storage", _STRING_STORAGES, "a string descriptor")
-    na_value = np.nan if dtype_name == "str" else pd.NA
+    storage = _get_choice(descriptor, "storage", _STRING_STORAGES, "a string descriptor")
     try:
-        dtype = pd.StringDtype(storage=storage, na_value=na_value)
-    except ImportError:
-        raise ProtocolError(f"the frame has a string column stored with {storage}: install {storage}") from None
+        dtype = _string_dtype(dtype_name, storage)
+    except ImportError as exc:
+        raise ProtocolError(f"the frame has a string column stored with {storage}: install {storage} ({exc})") from None
     return pd.array(values, dtype=dtype)
+
+
+def _string_dtype(dtype_name: str, storage: Any) -> pd.StringDtype:
+    """Build the string dtype for a wire ``dtype`` and ``storage``, raising ImportError when pyarrow is missing."""
+    if dtype_name == "string":
+        return pd.StringDtype(storage)
+    if _STRING_DTYPE_HAS_NA_VALUE:
+        return pd.StringDtype(storage, na_value=np.nan)
+    if storage == "pyarrow":
+        # Typed as Any because the pandas 3 stubs no longer list this storage.
+        legacy_storage: Any = "pyarrow_numpy"
+        return pd.StringDtype(legacy_storage)
+    raise ProtocolError(
+        f"the frame has a str column with python storage, which pandas {pd.__version__} cannot build: "
+        "install pandas 2.3 or later"
+    )
 
 
 def _decode_category(descriptor: Mapping[str, Any], body: memoryview, length: int) -> Any:

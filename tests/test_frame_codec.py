@@ -19,6 +19,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pandas.testing import assert_frame_equal
 
+from confidential_nb import frame_codec
 from confidential_nb.errors import EncodingError, ProtocolError
 from confidential_nb.frame_codec import decode_frame, describe_type, encode_frame, frame_schema
 
@@ -177,6 +178,17 @@ def test_encode_frame_round_trips_awkward_frame(df: pd.DataFrame) -> None:
     assert_frame_equal(round_trip(df), df, check_exact=True)
 
 
+def test_decode_frame_str_python_needs_pandas_2_3(monkeypatch: pytest.MonkeyPatch) -> None:
+    # pandas 2.2 has no NaN-valued string dtype with python storage. The flag
+    # is patched so this branch also runs under pandas 2.3 and later.
+    blob = encode_frame(pd.DataFrame({"s": pd.array(["a", None], dtype=pd.StringDtype("python"))}))
+    blob = rewrite_schema(blob, set_column_field("dtype", "str"))
+    monkeypatch.setattr(frame_codec, "_STRING_DTYPE_HAS_NA_VALUE", False)
+
+    with pytest.raises(ProtocolError, match="str column with python storage, which pandas .* cannot build: install pandas 2.3 or later"):
+        decode_frame(blob)
+
+
 def test_encode_frame_returns_writable_columns() -> None:
     df = pd.DataFrame({"x": np.arange(3.0)})
 
@@ -187,11 +199,11 @@ def test_encode_frame_returns_writable_columns() -> None:
 
 
 def test_frame_schema_describes_columns() -> None:
-    df = pd.DataFrame({"a": [1, 2], 3: ["x", "y"], "t": pd.to_datetime(["2020", "2021"]).as_unit("ns")})
+    df = pd.DataFrame({"a": [1, 2], 3: pd.array(["x", "y"], dtype="string"), "t": pd.to_datetime(["2020", "2021"]).as_unit("ns")})
 
     schema = frame_schema(df)
 
-    assert schema == {"columns": ["a", 3, "t"], "dtypes": ["int64", "str", "datetime64[ns]"], "rows": 2}
+    assert schema == {"columns": ["a", 3, "t"], "dtypes": ["int64", "string", "datetime64[ns]"], "rows": 2}
     assert json.loads(json.dumps(schema)) == schema
 
 
@@ -354,6 +366,14 @@ def test_describe_type_names_genuine_class(value: object, expected: str) -> None
     assert describe_type(value) == expected
 
 
+def test_describe_type_keeps_module_of_unexported_pandas_class() -> None:
+    # pandas exports IntegerArray from pandas.arrays but not from pandas itself.
+    # Its module is pandas.arrays in pandas 3 and pandas.core.arrays.integer in 2.2.
+    value = pd.arrays.IntegerArray(np.array([1]), np.array([False]))
+
+    assert describe_type(value) == f"{pd.arrays.IntegerArray.__module__}.IntegerArray"
+
+
 def test_encode_frame_rejects_non_frame() -> None:
     with pytest.raises(EncodingError, match="expected a pandas DataFrame, got builtins.dict"):
         encode_frame({"a": [1]})  # type: ignore[arg-type]
@@ -449,7 +469,8 @@ def set_buffer(role: str, span: object) -> Callable[[dict[str, Any]], None]:
         (
             pd.DataFrame({"t": pd.date_range("2020", periods=1, tz="UTC")}),
             set_column_field("tz", "Nowhere/Land"),
-            r"time zone name in the frame schema is unknown \(ZoneInfoNotFoundError\)",
+            # pandas 3 looks names up with zoneinfo, pandas 2.2 with pytz.
+            r"time zone name in the frame schema is unknown \((ZoneInfoNotFoundError|UnknownTimeZoneError)\)",
         ),
         (
             pd.DataFrame({"t": pd.date_range("2020", periods=1, tz="UTC")}),
@@ -466,7 +487,11 @@ def set_buffer(role: str, span: object) -> Callable[[dict[str, Any]], None]:
             lambda s: s["columns"][0]["categories"].update(kind="category"),
             "'kind' of an array descriptor .* unknown value",
         ),
-        (pd.DataFrame({"s": ["a"]}), set_column_field("storage", "arrow-js"), "'storage' of a string descriptor .* unknown value"),
+        (
+            pd.DataFrame({"s": pd.array(["a"], dtype="string")}),
+            set_column_field("storage", "arrow-js"),
+            "'storage' of a string descriptor .* unknown value",
+        ),
         (pd.DataFrame({"s": ["a"]}), set_column_field("dtype", "bytes"), "'dtype' of a string descriptor .* unknown value"),
     ],
 )
