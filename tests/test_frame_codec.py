@@ -6,10 +6,14 @@ import argparse
 import collections
 import datetime
 import fractions
+import inspect
 import json
 import struct
+import subprocess
+import sys
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -176,6 +180,238 @@ def test_encode_frame_round_trips_index(index: pd.Index) -> None:
 )
 def test_encode_frame_round_trips_awkward_frame(df: pd.DataFrame) -> None:
     assert_frame_equal(round_trip(df), df, check_exact=True)
+
+
+def assert_same_index(result: pd.Index, expected: pd.Index) -> None:
+    """Check the index type, dtype, name and range, because assert_frame_equal treats a RangeIndex and an int64 Index as equal."""
+    assert type(result) is type(expected)
+    assert result.dtype == expected.dtype
+    assert result.name == expected.name
+    if isinstance(expected, pd.RangeIndex):
+        assert (result.start, result.stop, result.step) == (expected.start, expected.stop, expected.step)
+
+
+@pytest.mark.parametrize(
+    "index",
+    [
+        pd.Index(["a", "a", "b", "b", "a"]),
+        pd.Index([3, 1, 3, 3, 1], dtype="int64", name="repeated"),
+        pd.DatetimeIndex(["2020-01-01", "2020-01-01", None, None, "2020-01-02"]),
+        pd.Index([10, 20, 30, 40, 50], name="id"),
+        pd.Index(["v", "w", "x", "y", "z"], name="ключ ✓ 日本"),
+        pd.RangeIndex(5, name="ключ"),
+        pd.RangeIndex(3, 18, 3, name="every third"),
+        pd.RangeIndex(-7, 3, 2),
+        pd.RangeIndex(100, 95, -1),
+    ],
+    ids=["non-unique-str", "non-unique-int", "non-unique-datetime", "named", "unicode-named", "range-unicode-named",
+         "range-step-start", "range-negative-start", "range-descending"],
+)
+def test_encode_frame_keeps_index_exactly(index: pd.Index) -> None:
+    df = pd.DataFrame({"a": np.arange(5), "b": pd.array(list("vwxyz"), dtype="string")}, index=index)
+
+    result = round_trip(df)
+
+    assert_frame_equal(result, df, check_exact=True)
+    assert list(result.dtypes) == list(df.dtypes)
+    assert_same_index(result.index, df.index)
+
+
+@pytest.mark.parametrize(
+    "df",
+    [
+        pd.DataFrame({"a": pd.Series([], dtype="int64"), "b": pd.Series([], dtype="string")}, index=pd.Index([], dtype="int64", name="id")),
+        pd.DataFrame({"a": pd.Series([], dtype="float64")}, index=pd.Index([], dtype=object, name="ключ")),
+        pd.DataFrame({"a": pd.Series([], dtype="float64")}, index=pd.RangeIndex(4, 4, 2, name="empty range")),
+        pd.DataFrame(index=pd.DatetimeIndex([], name="day").as_unit("s")),
+    ],
+    ids=["int-index", "object-index-unicode-name", "range-index", "no-columns-datetime-index"],
+)
+def test_encode_frame_keeps_empty_frame_index(df: pd.DataFrame) -> None:
+    result = round_trip(df)
+
+    assert len(result) == 0
+    assert_frame_equal(result, df, check_exact=True)
+    assert list(result.dtypes) == list(df.dtypes)
+    assert_same_index(result.index, df.index)
+
+
+TIME_ZONES = [None, "UTC", "America/New_York", datetime.timezone(datetime.timedelta(hours=5, minutes=45))]
+
+
+def datetimes(unit: str, tz: object) -> pd.DatetimeIndex:
+    """Build five datetimes: pre-epoch, NaT, a DST change day, the epoch, and a late one (year 2500 unless the unit is ns)."""
+    latest = "2262-04-11" if unit == "ns" else "2500-06-01T12:00:00.123456"
+    # Built in numpy, because pandas 2.2 parses strings to ns before converting the unit.
+    ticks = np.array(["1969-12-31T23:59:59", "NaT", "2024-03-10T02:30:00", "1970-01-01", latest], dtype="datetime64[us]")
+    naive = pd.DatetimeIndex(ticks.astype(f"datetime64[{unit}]"))
+    if tz is None:
+        return naive
+    return naive.tz_localize("UTC").tz_convert(tz)
+
+
+@pytest.mark.parametrize("tz", TIME_ZONES, ids=["naive", "utc", "zone-name", "fixed-offset"])
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+def test_encode_frame_keeps_datetime_unit_and_tz(unit: str, tz: object) -> None:
+    values = datetimes(unit, tz)
+    df = pd.DataFrame({"t": values}, index=values.rename("when"))
+
+    result = round_trip(df)
+
+    assert_frame_equal(result, df, check_exact=True)
+    assert result["t"].dtype == df["t"].dtype
+    assert result.index.dtype == df.index.dtype
+    assert result["t"].array.unit == unit
+    assert result["t"].array.asi8.tolist() == df["t"].array.asi8.tolist()
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+def test_encode_frame_keeps_timedelta_unit(unit: str) -> None:
+    # Raw ticks: zero, NaT, negative, and 2**62 ticks, which overflows ns for every coarser unit.
+    values = np.array([0, np.iinfo(np.int64).min, -1, 10**6, 2**62], dtype="int64").view(f"timedelta64[{unit}]")
+    df = pd.DataFrame({"d": values}, index=pd.TimedeltaIndex(values, name="offset"))
+
+    result = round_trip(df)
+
+    assert_frame_equal(result, df, check_exact=True)
+    assert result["d"].dtype == np.dtype(f"timedelta64[{unit}]")
+    assert result.index.dtype == np.dtype(f"timedelta64[{unit}]")
+    assert result["d"].to_numpy().view("int64").tolist() == df["d"].to_numpy().view("int64").tolist()
+
+
+def test_encode_frame_keeps_inferred_microseconds() -> None:
+    # pandas 3 infers datetime64[us] from Python datetimes, pandas 2.2 datetime64[ns].
+    df = pd.DataFrame({"t": [datetime.datetime(2020, 1, 2, 3, 4, 5, 678901), None]})
+
+    result = round_trip(df)
+
+    assert_frame_equal(result, df, check_exact=True)
+    assert result["t"].dtype == df["t"].dtype
+
+
+def pyarrow_string_error() -> str | None:
+    """Return why pandas cannot store strings in pyarrow here, or None when it can.
+
+    pyarrow may be missing or older than pandas accepts (16.0 for pandas 3.1).
+    """
+    try:
+        pd.StringDtype("pyarrow")
+    except ImportError as exc:
+        return str(exc)
+    return None
+
+
+PYARROW_STRING_ERROR = pyarrow_string_error()
+PANDAS_USES_PYARROW = PYARROW_STRING_ERROR is None
+requires_pyarrow = pytest.mark.skipif(not PANDAS_USES_PYARROW, reason=f"pandas cannot store strings in pyarrow: {PYARROW_STRING_ERROR}")
+STRING_DTYPE_HAS_NA_VALUE = "na_value" in inspect.signature(pd.StringDtype).parameters
+
+
+def pyarrow_str_dtype() -> pd.StringDtype:
+    """Return the pyarrow-backed string dtype whose missing value is NaN, the default str dtype of pandas 3."""
+    if STRING_DTYPE_HAS_NA_VALUE:
+        return pd.StringDtype("pyarrow", na_value=np.nan)
+    legacy_storage: Any = "pyarrow_numpy"
+    return pd.StringDtype(legacy_storage)
+
+
+def read_schema(blob: bytes) -> dict[str, Any]:
+    length = PREFIX.unpack_from(blob)[3]
+    schema: dict[str, Any] = json.loads(blob[PREFIX.size:PREFIX.size + length])
+    return schema
+
+
+PYARROW_TEXT = ["a", None, "é\U0001F600 日本", "", "\x00 nul", "zz"]
+
+
+@requires_pyarrow
+@pytest.mark.parametrize(
+    ("make_dtype", "wire_dtype"),
+    [(lambda: pd.StringDtype("pyarrow"), "string"), (pyarrow_str_dtype, "str")],
+    ids=["string-pyarrow", "str-pyarrow"],
+)
+def test_encode_frame_round_trips_pyarrow_strings(make_dtype: Callable[[], pd.StringDtype], wire_dtype: str) -> None:
+    import pyarrow as pa
+
+    dtype = make_dtype()
+    df = pd.DataFrame(
+        {"s": pd.array(PYARROW_TEXT, dtype=dtype), "n": np.arange(6)},
+        index=pd.Index(["", "x", None, "ü", "日本", "y"], dtype=dtype, name="ключ"),
+    )
+
+    blob = encode_frame(df)
+    result = decode_frame(blob)
+
+    assert_frame_equal(result, df, check_exact=True)
+    assert result["s"].dtype == dtype
+    assert result.index.dtype == dtype
+    assert type(result.index) is pd.Index
+    for decoded, original in [(result["s"].array, df["s"].array), (result.index.array, df.index.array)]:
+        decoded_arrow, original_arrow = pa.array(decoded), pa.array(original)
+        assert decoded_arrow.type == original_arrow.type
+        assert decoded_arrow.equals(original_arrow)
+    column = read_schema(blob)["columns"][0]
+    assert (column["dtype"], column["storage"]) == (wire_dtype, "pyarrow")
+
+
+@requires_pyarrow
+def test_encode_frame_round_trips_pyarrow_categories() -> None:
+    categories = pd.Index(["b", "a", "é"], dtype=pd.StringDtype("pyarrow"))
+    df = pd.DataFrame({"c": pd.Categorical(["a", None, "é", "a"], categories=categories)})
+
+    result = round_trip(df)
+
+    assert_frame_equal(result, df, check_exact=True)
+    assert result["c"].cat.categories.dtype == pd.StringDtype("pyarrow")
+
+
+@requires_pyarrow
+def test_encode_frame_round_trips_zero_rows_pyarrow() -> None:
+    df = pd.DataFrame({"s": pd.array([], dtype=pd.StringDtype("pyarrow"))}, index=pd.Index([], dtype=pyarrow_str_dtype(), name="k"))
+
+    result = round_trip(df)
+
+    assert_frame_equal(result, df, check_exact=True)
+    assert result["s"].dtype == pd.StringDtype("pyarrow")
+    assert result.index.dtype == pyarrow_str_dtype()
+
+
+# pyarrow is in the test extra and pandas checks for it once, when pandas is
+# imported. So a child interpreter that blocks the import before loading
+# pandas behaves like a machine without pyarrow. The blob gets its pyarrow
+# storage by a schema edit, so the test runs whether pyarrow is installed or not.
+DECODE_WITHOUT_PYARROW = """
+import sys
+sys.modules["pyarrow"] = None  # "import pyarrow" now raises ImportError.
+
+import pandas as pd
+import pytest
+
+from confidential_nb.errors import ProtocolError
+from confidential_nb.frame_codec import decode_frame
+
+with pytest.raises(ImportError):
+    pd.StringDtype("pyarrow")
+with pytest.raises(ProtocolError, match="the frame has a string column stored with pyarrow: install pyarrow"):
+    decode_frame(sys.stdin.buffer.read())
+print("raised ProtocolError")
+"""
+
+
+def test_decode_frame_without_pyarrow_asks_to_install_it() -> None:
+    blob = encode_frame(pd.DataFrame({"s": pd.array(["a", None], dtype=pd.StringDtype("python"))}))
+    blob = rewrite_schema(blob, set_column_field("storage", "pyarrow"))
+
+    child = subprocess.run(
+        [sys.executable, "-c", DECODE_WITHOUT_PYARROW],
+        input=blob,
+        capture_output=True,
+        cwd=Path(__file__).resolve().parents[1],
+        check=False,
+    )
+
+    assert child.returncode == 0, child.stderr.decode()
+    assert child.stdout.decode().strip() == "raised ProtocolError"
 
 
 def test_decode_frame_str_python_needs_pandas_2_3(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -603,6 +839,8 @@ def test_decode_frame_spliced_bytes_raise_only_protocol_error(noise: bytes, posi
     assert isinstance(result, pd.DataFrame)
 
 
+# On pandas 3 with pyarrow installed, "str" is pyarrow-backed too.
+GENERATED_STRING_DTYPES = ["object", "string", "str"] + (["string[pyarrow]"] if PANDAS_USES_PYARROW else [])
 numeric_dtypes = st.sampled_from(["bool", "int8", "int64", "uint16", "uint64", "float32", "float64", "complex128"])
 
 
@@ -623,7 +861,7 @@ def frames(draw: st.DrawFn) -> pd.DataFrame:
             columns[name] = values
         else:
             text = st.one_of(st.none(), st.text(max_size=6))
-            columns[name] = pd.Series(draw(st.lists(text, min_size=rows, max_size=rows)), dtype=draw(st.sampled_from(["object", "string", "str"])))
+            columns[name] = pd.Series(draw(st.lists(text, min_size=rows, max_size=rows)), dtype=draw(st.sampled_from(GENERATED_STRING_DTYPES)))
     return pd.DataFrame(columns, index=pd.RangeIndex(rows)) if columns else pd.DataFrame(index=pd.RangeIndex(rows))
 
 
