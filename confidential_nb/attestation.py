@@ -78,6 +78,14 @@ def is_editable_install() -> bool:
     return "site-packages" not in Path(__file__).resolve().parts and "dist-packages" not in Path(__file__).resolve().parts
 
 
+def _signed_message(context: bytes, body: object) -> bytes:
+    """Return the bytes a signature covers; a body JSON cannot encode canonically fails verification."""
+    try:
+        return context + canonical_json(body)
+    except (TypeError, ValueError) as exc:
+        raise AttestationError("the signed document contains a value outside canonical JSON, such as Infinity") from exc
+
+
 @dataclass(frozen=True)
 class AttestationDocument:
     """A signed statement of what runs in the enclave and which keys it holds."""
@@ -111,7 +119,7 @@ class AttestationDocument:
     @property
     def digest(self) -> str:
         """Hex SHA-256 of the signed document, as receipts name it."""
-        return hashlib.sha256(canonical_json(self.to_dict())).hexdigest()
+        return hashlib.sha256(_signed_message(b"", self.to_dict())).hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
         return {"document": self.body, "signature": b64(self.signature)}
@@ -144,7 +152,7 @@ class AttestationDocument:
                 f"attestation document is signed by platform {certificate_fingerprint(certificate)[:16]}, "
                 f"not the pinned platform {platform_fingerprint[:16]}"
             )
-        verify_platform_signature(certificate, self.signature, _DOCUMENT_CONTEXT + canonical_json(self.body), "attestation document")
+        verify_platform_signature(certificate, self.signature, _signed_message(_DOCUMENT_CONTEXT, self.body), "attestation document")
         self._check_fields(nonce, allow_debug, now or dt.datetime.now(dt.timezone.utc))
         if expected is not None:
             check_measurements(self.measurements, expected)
@@ -285,7 +293,7 @@ class Receipt:
         if key is None:
             raise AttestationError("no signing key to verify the receipt with; pass signer=Enclave.public_key()")
 
-        key.verify_signature(self.signature, _RECEIPT_CONTEXT + canonical_json(self.body))
+        key.verify_signature(self.signature, _signed_message(_RECEIPT_CONTEXT, self.body))
         if self.body.get("enclave_key") != key.fingerprint:
             raise AttestationError("receipt names a different enclave key than the one verifying it")
         return True
@@ -332,7 +340,7 @@ def _verify_embedded(document: AttestationDocument, platform_fingerprint: str | 
     if platform_fingerprint is not None and certificate_fingerprint(certificate) != platform_fingerprint:
         raise AttestationError(f"receipt's enclave ran on platform {certificate_fingerprint(certificate)[:16]}, "
                                f"not on the expected platform {platform_fingerprint[:16]}")
-    verify_platform_signature(certificate, document.signature, _DOCUMENT_CONTEXT + canonical_json(document.body),
+    verify_platform_signature(certificate, document.signature, _signed_message(_DOCUMENT_CONTEXT, document.body),
                               "receipt's attestation document")
     if digest != document.digest:
         raise AttestationError("receipt's attestation digest does not match its embedded document")

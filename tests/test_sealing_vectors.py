@@ -75,7 +75,7 @@ def test_vector_sealed_properties(case):
     assert sealed.recipient == case["recipient_fingerprint"]
     assert sealed.recipient == _public_key(case["kem"]).fingerprint
     assert sealed.signer == case["signer_fingerprint"]
-    assert sealed.digest == case["digest"]
+    assert sealed.digest == case["input_digest"]
     assert sealed.kem == case["kem"]
     assert sealed.plaintext_nbytes == len(bytes.fromhex(case["plaintext"]))
 
@@ -173,3 +173,17 @@ def test_vector_recipient_fingerprint_matches_spec(kem):
     digest.update(struct.pack("!I", len(mlkem_part)) + mlkem_part)
     digest.update(struct.pack("!I", len(x25519_part)) + x25519_part)
     assert digest.hexdigest() == public["fingerprint"]
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_vector_input_digest_from_spec(case):
+    # Recomputed from FORMAT.md alone: context, whole header, then each chunk's last 16 bytes.
+    blob = bytes.fromhex(case["blob"])
+    header_length = len(parse_header(blob).raw)
+    chunk_size = json.loads(blob[58 + struct.unpack("!I", blob[48:52])[0] : header_length - struct.unpack("!H", blob[56:58])[0]])["chunk_size"]
+    digest = hashlib.sha256(b"confidential_nb input digest v2\x00" + blob[:header_length])
+    body = blob[header_length:]
+    for start in range(0, len(body), chunk_size + 16):
+        chunk = body[start : start + chunk_size + 16]
+        digest.update(chunk[-16:])
+    assert digest.hexdigest() == case["input_digest"]

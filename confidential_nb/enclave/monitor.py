@@ -32,7 +32,7 @@ from ..limits import DEFAULT_FILE_SIZE_BYTES, DEFAULT_OPEN_FILES, DEFAULT_TIMEOU
 from ..policy import Policy
 from ..protocol import MessageTooLargeError, PeerClosedError, recv_message, send_fd, send_message
 from ..sandbox import Limits, clean_environment, layer_report
-from ..sealing import parse_header, unseal_bytes
+from ..sealing import input_digest, parse_header, unseal_bytes
 from .egress import bounded_count, guard_failure, guarded_warnings, text_size
 
 log = logging.getLogger("confidential_nb.enclave")
@@ -168,7 +168,7 @@ class Monitor:
             "run_id": run_id,
             "nonce": str(header["nonce"]),
             "function_checksum": checksum,
-            "inputs": {spec["name"]: hashlib.sha256(blob).hexdigest() for spec, blob in zip(specs, attachments)},
+            "inputs": {spec["name"]: input_digest(blob) for spec, blob in zip(specs, attachments)},
             "policies": {spec["name"]: hashlib.sha256(canonical_json(policy.to_dict())).hexdigest()
                          for spec, policy in zip(specs, policies)},
             "params_digest": hashlib.sha256(attachments[-1]).hexdigest() if header.get("has_params") else None,

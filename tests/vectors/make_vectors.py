@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
 from confidential_nb.frame_codec import encode_frame, frame_schema
 from confidential_nb.keys import KEM_IDS, KEM_MLKEM768_X25519, KEM_X25519, PublicKey
 from confidential_nb.policy import Policy
-from confidential_nb.sealing import SIGNATURE_BLOCK_BYTES, VERSION, _hpke_info, encode_metadata, parse_header, seal_bytes
+from confidential_nb.sealing import SIGNATURE_BLOCK_BYTES, VERSION, _hpke_info, encode_metadata, input_digest, parse_header, seal_bytes
 
 OUTPUT = Path(__file__).with_name("sealed_v2.json")
 CREATED = "2026-01-01T00:00:00+00:00"
@@ -100,6 +100,7 @@ def make_case(name: str, kem: str, recipient: PublicKey, *, content_type: str, p
         "hpke_info": _hpke_info(blob[:58], metadata, header.signer_key or b"").hex(),
         "chunk_associated_data": hashlib.sha256(header.raw).hexdigest(),
         "digest": hashlib.sha256(blob).hexdigest(),
+        "input_digest": input_digest(blob),
         "blob": blob.hex(),
     }
 
