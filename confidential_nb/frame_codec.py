@@ -710,7 +710,11 @@ def _string_array(descriptor: Mapping[str, Any], dtype_name: str, values: np.nda
         dtype = _string_dtype(dtype_name, storage)
     except ImportError as exc:
         raise ProtocolError(f"the frame has a string column stored with {storage}: install {storage} ({exc})") from None
-    return pd.array(values, dtype=dtype)
+    try:
+        return pd.array(values, dtype=dtype)
+    except UnicodeEncodeError:
+        # Python storage keeps lone surrogates, but pyarrow accepts only valid UTF-8.
+        raise ProtocolError(f"a string column stored with {storage} in the frame contains a lone surrogate") from None
 
 
 def _string_dtype(dtype_name: str, storage: Any) -> pd.StringDtype:

@@ -376,6 +376,16 @@ def test_encode_frame_round_trips_zero_rows_pyarrow() -> None:
     assert result.index.dtype == pyarrow_str_dtype()
 
 
+@requires_pyarrow
+@pytest.mark.parametrize("wire_dtype", ["string", "str"])
+def test_decode_frame_rejects_surrogate_in_pyarrow_string(wire_dtype: str) -> None:
+    blob = encode_frame(pd.DataFrame({"s": pd.Series(["a\ud800"], dtype=object)}))
+    blob = rewrite_schema(blob, set_column_field("dtype", wire_dtype))
+    blob = rewrite_schema(blob, set_column_field("storage", "pyarrow"))
+
+    with pytest.raises(ProtocolError, match="string column stored with pyarrow in the frame contains a lone surrogate"):
+        decode_frame(blob)
+
 # pyarrow is in the test extra and pandas checks for it once, when pandas is
 # imported. So a child interpreter that blocks the import before loading
 # pandas behaves like a machine without pyarrow. The blob gets its pyarrow
