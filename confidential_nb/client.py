@@ -314,8 +314,12 @@ def _build_request(source: str, inputs: Mapping[str, Sealed], params: Mapping[st
         _check_name(name, "input")
         if not isinstance(sealed, Sealed):
             raise TypeError(f"input {name!r} must be a Sealed (from confidential_nb.seal), not {type(sealed).__name__}")
-        specs.append({"name": name})
-        attachments.append(bytes(sealed))
+        if sealed.path is not None:
+            # The monitor runs on this machine and streams the file itself, so it never passes through memory here.
+            specs.append({"name": name, "path": str(sealed.path.resolve())})
+        else:
+            specs.append({"name": name})
+            attachments.append(bytes(sealed))
     for name in params:
         _check_name(name, "parameter")
         if name in inputs:

@@ -628,6 +628,11 @@ class Sealed:
             return input_digest(reader)
 
     @property
+    def path(self) -> Path | None:
+        """The file behind a file-backed blob (from `load` or `seal_file`), else None."""
+        return self._path
+
+    @property
     def recipient(self) -> str:
         """Fingerprint of the enclave key the data is sealed to."""
         return self._header.recipient

@@ -400,3 +400,48 @@ def test_receipt_names_result_and_policies(enclave, sealed):
     assert run.receipt.body["policies"] == {"data": hashlib.sha256(canonical_json(sealed.policy.to_dict())).hexdigest()}
     assert run.receipt.body["started"].endswith("+00:00")
     assert enclave.run("result = 1").receipt.body["result_name"] == "result"
+
+
+def test_run_file_backed_input_streams(enclave, tmp_path):
+    import hashlib
+
+    from confidential_nb.sealing import seal_file
+
+    source_file = tmp_path / "raw.bin"
+    source_file.write_bytes(os.urandom(3 * 1024**2 + 5))
+    sealed = seal_file(source_file, tmp_path / "raw.sealed")
+    assert sealed.path is not None
+
+    run = enclave.run("import hashlib\nhashlib.sha256(data).hexdigest()", inputs={"data": Sealed.load(sealed.path)})
+    assert run.value == hashlib.sha256(source_file.read_bytes()).hexdigest()
+    assert run.receipt.body["inputs"] == {"data": sealed.digest}
+
+
+def test_run_file_backed_frame(enclave, frame, tmp_path):
+    path = confidential_nb.seal(frame).save(tmp_path / "frame.sealed")
+    run = enclave.run("data", inputs={"data": Sealed.load(path)})
+    pd.testing.assert_frame_equal(run.value, frame)
+
+
+def test_run_file_backed_tampered_leaves_no_plaintext(enclave, tmp_path):
+    from confidential_nb.sealing import seal_file
+
+    source_file = tmp_path / "raw.bin"
+    source_file.write_bytes(b"secret-payload" * 100_000)
+    sealed = seal_file(source_file, tmp_path / "raw.sealed")
+    blob = bytearray(sealed.path.read_bytes())
+    blob[-100] ^= 1
+    sealed.path.write_bytes(bytes(blob))
+    scratch_root = Path(enclave.run("import os\nos.path.dirname(os.getcwd())").value)
+
+    with pytest.raises(SealError, match="input 'data'.*failed authentication"):
+        enclave.run("len(data)", inputs={"data": Sealed.load(sealed.path)})
+    assert list(scratch_root.iterdir()) == []
+
+
+def test_run_file_backed_missing_file(enclave, frame, tmp_path):
+    path = confidential_nb.seal(frame).save(tmp_path / "gone.sealed")
+    sealed = Sealed.load(path)
+    path.unlink()
+    with pytest.raises(SealError, match="cannot read its file"):
+        enclave.run("1", inputs={"data": sealed})

@@ -25,14 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from ..attestation import AttestationDocument, sign_document, sign_receipt
-from ..errors import PolicyError, ProtocolError, SealError, WrongKeyError
+from ..errors import ProtocolError
 from ..functions import cell_checksum
 from ..keys import EnclaveKeys, canonical_json
 from ..limits import DEFAULT_FILE_SIZE_BYTES, DEFAULT_OPEN_FILES, DEFAULT_TIMEOUT_SECONDS, format_size, memory_limit_for
-from ..policy import Policy
 from ..protocol import MessageTooLargeError, PeerClosedError, recv_message, send_fd, send_message
 from ..sandbox import Limits, clean_environment, layer_report
-from ..sealing import input_digest, parse_header, unseal_bytes
+from .inputs import InputRejected, open_inputs
 from .egress import bounded_count, guard_failure, guarded_warnings, text_size
 
 log = logging.getLogger("confidential_nb.enclave")
@@ -124,19 +123,25 @@ class Monitor:
             return failure("protocol", f"malformed {operation} request ({type(exc).__name__})")
 
     def run(self, header: dict[str, Any], attachments: list[bytes]) -> Reply:
+        specs = list(header["inputs"])
+        expected = sum(1 for spec in specs if "path" not in spec) + (1 if header.get("has_params") else 0)
+        if len(attachments) != expected:
+            return failure("protocol", "the number of attachments does not match the inputs")
+        scratch = Path(tempfile.mkdtemp(prefix="run-", dir=self.scratch_root))
+        try:
+            return self._run_in(scratch, header, specs, attachments)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _run_in(self, scratch: Path, header: dict[str, Any], specs: list[dict[str, Any]], attachments: list[bytes]) -> Reply:
         run_id = str(header["run_id"])
         source = str(header["source"])
         checksum = cell_checksum(source)
-        debug = bool(header.get("debug", False))
-        specs = list(header["inputs"])
-        if len(attachments) != len(specs) + (1 if header.get("has_params") else 0):
-            return failure("protocol", "the number of attachments does not match the inputs")
         log.info("run %s: %d inputs, function %s", run_id, len(specs), checksum[:12])
-
-        unsealed = self._unseal_inputs(specs, attachments, checksum, debug)
-        if isinstance(unsealed, Reply):
-            return unsealed
-        plaintexts, policies, kinds = unsealed
+        try:
+            inputs = open_inputs(self.keys, specs, attachments, checksum, bool(header.get("debug", False)), scratch)
+        except InputRejected as exc:
+            return failure(exc.kind, str(exc), input=exc.name)
 
         syntax_error = _check_syntax(source)
         if syntax_error is not None:
@@ -144,20 +149,22 @@ class Monitor:
 
         timeout = float(header.get("timeout") or DEFAULT_TIMEOUT_SECONDS)
         requested_memory = header.get("memory")
-        memory = memory_limit_for(sum(len(p) for p in plaintexts), int(requested_memory) if requested_memory else None)
+        memory = memory_limit_for(sum(item.plaintext_length for item in inputs), int(requested_memory) if requested_memory else None)
         limits = Limits(memory_bytes=memory, cpu_seconds=int(timeout) + 5,
                         file_size_bytes=DEFAULT_FILE_SIZE_BYTES, open_files=DEFAULT_OPEN_FILES)
 
         # Library messages may name columns, so they pass only when every input's schema is public.
-        text_allowed = all(policy.schema_public for policy in policies)
-        budget = min((policy.max_result_bytes for policy in policies), default=NO_INPUT_RESULT_LIMIT_BYTES)
-        request = {"op": "run", "source": source, "has_params": bool(header.get("has_params")),
-                   "library_messages": text_allowed,
-                   "inputs": [{"name": spec["name"], "kind": kind} for spec, kind in zip(specs, kinds)]}
-        payloads = plaintexts + ([attachments[-1]] if header.get("has_params") else [])
+        text_allowed = all(item.policy.schema_public for item in inputs)
+        budget = min((item.policy.max_result_bytes for item in inputs), default=NO_INPUT_RESULT_LIMIT_BYTES)
+        params = attachments[-1] if header.get("has_params") else None
+        request = {"op": "run", "source": source, "has_params": params is not None, "library_messages": text_allowed,
+                   "inputs": [{"name": item.name, "kind": item.kind, "file": item.file} for item in inputs]}
+        payloads = [item.payload for item in inputs if item.payload is not None] + ([params] if params is not None else [])
         started = time.time()
-        reply = self._run_in_runner(request, payloads, limits, timeout, budget)
-        del plaintexts, payloads
+        reply = self._run_in_runner(scratch, request, payloads, limits, timeout, budget)
+        del payloads
+        for item in inputs:
+            item.payload = None
         self.runs += 1
         if not reply.header.get("ok"):
             log.info("run %s failed: %s", run_id, reply.header.get("kind"))
@@ -168,10 +175,9 @@ class Monitor:
             "run_id": run_id,
             "nonce": str(header["nonce"]),
             "function_checksum": checksum,
-            "inputs": {spec["name"]: input_digest(blob) for spec, blob in zip(specs, attachments)},
-            "policies": {spec["name"]: hashlib.sha256(canonical_json(policy.to_dict())).hexdigest()
-                         for spec, policy in zip(specs, policies)},
-            "params_digest": hashlib.sha256(attachments[-1]).hexdigest() if header.get("has_params") else None,
+            "inputs": {item.name: item.digest for item in inputs},
+            "policies": {item.name: hashlib.sha256(canonical_json(item.policy.to_dict())).hexdigest() for item in inputs},
+            "params_digest": hashlib.sha256(params).hexdigest() if params is not None else None,
             "result_name": reply.header.get("result_name"),
             "result_digest": hashlib.sha256(result).hexdigest(),
             "result_bytes": len(result),
@@ -182,42 +188,12 @@ class Monitor:
         return Reply({"ok": True, "receipt": receipt.to_dict(), "withheld_lines": reply.header.get("withheld_lines", 0),
                       "warnings": reply.header.get("warnings", []), "memory_limit": memory}, [result])
 
-    def _unseal_inputs(
-        self, specs: list[dict[str, Any]], attachments: list[bytes], checksum: str, debug: bool
-    ) -> tuple[list[bytes], list[Policy], list[str]] | Reply:
-        """Authenticate, decrypt and policy-check every input, or return the failure reply."""
-        plaintexts, policies, kinds = [], [], []
-        for spec, blob in zip(specs, attachments):
-            name = spec["name"]
-            try:
-                recipient = parse_header(blob).recipient
-                pair = self.keys.for_recipient(recipient)
-                if pair is None:
-                    raise WrongKeyError(f"the input was sealed to key {recipient[:16]}, which this enclave does not hold "
-                                        f"(its current key is {self.keys.public.fingerprint[:16]}); seal the data again "
-                                        "with this enclave's key")
-                header, payload = unseal_bytes(blob, pair[1], pair[0])
-                policy = Policy.from_dict(header.metadata.get("policy"))
-                policy.check_run(checksum, debug=debug)
-            except WrongKeyError as exc:
-                return failure("wrong_key", f"input {name!r}: {exc}", input=name)
-            except SealError as exc:
-                log.warning("input %r failed to unseal", name)
-                return failure("seal", f"input {name!r}: {exc}", input=name)
-            except PolicyError as exc:
-                return failure("policy", f"input {name!r}: {exc}", input=name)
-            plaintexts.append(payload)
-            policies.append(policy)
-            kinds.append(header.content_type)
-        return plaintexts, policies, kinds
-
-    def _run_in_runner(self, request: dict[str, Any], payloads: list[bytes], limits: Limits, timeout: float,
-                       budget: int) -> Reply:
-        scratch = tempfile.mkdtemp(prefix="run-", dir=self.scratch_root)
+    def _run_in_runner(self, scratch: Path, request: dict[str, Any], payloads: list[bytes], limits: Limits,
+                       timeout: float, budget: int) -> Reply:
         ours, theirs = socket.socketpair()
         pid: int | None = None
         try:
-            send_fd(self.zygote_channel, {"op": "fork", "scratch": scratch, "limits": vars(limits)}, theirs.fileno())
+            send_fd(self.zygote_channel, {"op": "fork", "scratch": str(scratch), "limits": vars(limits)}, theirs.fileno())
             theirs.close()
             forked, _ = recv_message(self.zygote_channel)
             if "pid" not in forked:
@@ -230,7 +206,6 @@ class Monitor:
             if pid is not None and pid not in self.reaped:
                 self._end_runner(pid)
             self.reaped.clear()
-            shutil.rmtree(scratch, ignore_errors=True)
 
     def _exchange(self, channel: socket.socket, pid: int, request: dict[str, Any], payloads: list[bytes],
                   limits: Limits, timeout: float, budget: int) -> Reply:

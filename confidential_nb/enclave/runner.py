@@ -71,11 +71,13 @@ def _bind_inputs(header: dict[str, Any], attachments: list[bytes]) -> dict[str, 
     from ..result_codec import decode_result
 
     namespace: dict[str, Any] = {"__name__": "__cell__", "__builtins__": __builtins__}
-    inputs = header.get("inputs", [])
-    for spec, payload in zip(inputs, attachments):
+    in_memory = iter(attachments)
+    for spec in header.get("inputs", []):
+        # A file input was decrypted by the monitor into this run's scratch directory, the working directory.
+        payload = Path(spec["file"]).read_bytes() if spec.get("file") else next(in_memory)
         namespace[spec["name"]] = decode_frame(payload) if spec["kind"] == "dataframe" else payload
     if header.get("has_params"):
-        params = decode_result(attachments[len(inputs)])
+        params = decode_result(next(in_memory))
         if not isinstance(params, dict):
             raise TypeError("parameters must decode to a dict")
         namespace.update(params)
