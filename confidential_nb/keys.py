@@ -254,6 +254,7 @@ def ensure_keys(home: Path, kem: str = KEM_MLKEM768_X25519) -> EnclaveKeys:
     """Load the enclave keys, creating the key home on first use (monitor only)."""
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
     with _locked(home / ".lock"):
+        _reject_early_layout(home)
         if not (home / "enclave" / "current").exists():
             if (home / "enclave" / "keys").is_dir() and any((home / "enclave" / "keys").iterdir()):
                 raise KeyHomeError(
@@ -263,6 +264,15 @@ def ensure_keys(home: Path, kem: str = KEM_MLKEM768_X25519) -> EnclaveKeys:
             _create_platform_if_missing(home)
             _create_key(home, kem)
         return _load_private_keys(home)
+
+
+def _reject_early_layout(home: Path) -> None:
+    """Stop on a key home written by a development version before key rotation existed."""
+    if (home / "enclave" / "private.json").exists() or (home / "platform" / "root.pub").exists():
+        raise KeyHomeError(
+            f"the key home {home} was made by an earlier development version of confidential_nb, whose key layout "
+            "this version cannot read; move the directory away (data sealed to it needs that version) and start again"
+        )
 
 
 def rotate_keys(home: Path, kem: str = KEM_MLKEM768_X25519) -> PublicKey:
@@ -305,9 +315,9 @@ def _create_key(home: Path, kem: str) -> PublicKey:
         "x25519": b64(x25519_private.private_bytes(*raw_format)),
         "signing_ed25519": b64(signing_private.private_bytes(*raw_format)),
     }
-    from .platform import load_platform_key, platform_sign
+    from .platform import platform_sign
 
-    endorsement = platform_sign(load_platform_key(home / "platform"), endorsement_message(public))
+    endorsement = platform_sign(_platform_key(home), endorsement_message(public))
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     public_document = {"key": public.to_dict(), "endorsement": b64(endorsement), "created": created}
 
@@ -321,14 +331,9 @@ def _create_key(home: Path, kem: str) -> PublicKey:
 
 
 def _load_private_keys(home: Path) -> EnclaveKeys:
-    from .platform import load_certificate, load_platform_key
+    from .platform import load_certificate
 
-    platform_key_path = home / "platform" / "root.key"
-    check_private_file(platform_key_path)
-    try:
-        platform_private = load_platform_key(home / "platform")
-    except (ValueError, TypeError) as exc:
-        raise KeyHomeError(f"key file {platform_key_path} is damaged; restore the key home from a backup") from exc
+    platform_private = _platform_key(home)
     certificate = load_certificate(home / "platform")
 
     current = current_fingerprint(home)
@@ -340,6 +345,17 @@ def _load_private_keys(home: Path) -> EnclaveKeys:
         public=public, hpke_private=hpke_private, signing_private=signing, platform_private=platform_private,
         platform_certificate=certificate, older={fp: (pair[0], pair[1]) for fp, pair in loaded.items()},
     )
+
+
+def _platform_key(home: Path) -> Any:
+    from .platform import load_platform_key
+
+    path = home / "platform" / "root.key"
+    check_private_file(path)
+    try:
+        return load_platform_key(home / "platform")
+    except (ValueError, TypeError) as exc:
+        raise KeyHomeError(f"key file {path} is damaged; restore the key home from a backup") from exc
 
 
 def _load_key_pair(home: Path, fingerprint: str) -> tuple[PublicKey, Any, Any]:

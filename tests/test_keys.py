@@ -132,3 +132,27 @@ def test_enclave_rejects_data_for_unknown_key(tmp_path):
     with confidential_nb.Enclave(tmp_path / "mine") as enclave:
         with pytest.raises(WrongKeyError, match="does not hold"):
             enclave.run("1", inputs={"data": blob})
+
+
+def test_keys_early_layout_rejected(tmp_path):
+    (tmp_path / "enclave").mkdir()
+    (tmp_path / "enclave" / "private.json").write_text("{}")
+    with pytest.raises(KeyHomeError, match="earlier development version"):
+        ensure_keys(tmp_path)
+
+
+def test_keys_damaged_platform_key_named(tmp_path):
+    ensure_keys(tmp_path)
+    (tmp_path / "platform" / "root.key").write_text("not a key")
+    with pytest.raises(KeyHomeError, match=r"root.key is damaged"):
+        ensure_keys(tmp_path)
+
+
+def test_seal_reports_unusable_key_home_in_one_line(tmp_path, monkeypatch):
+    home = tmp_path / "early"
+    (home / "platform").mkdir(parents=True)
+    (home / "platform" / "root.pub").write_text("00")
+    monkeypatch.setenv("CONFIDENTIAL_NB_HOME", str(home))
+    with pytest.raises(KeyHomeError, match="earlier development version") as caught:
+        confidential_nb.seal(b"x")
+    assert "Traceback" not in str(caught.value)
