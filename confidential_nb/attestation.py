@@ -215,7 +215,7 @@ def sign_document(keys: Any, nonce: str, settings: dict[str, Any], user_data: st
 
 @dataclass(frozen=True)
 class Pins:
-    """What a host pinned on first use: the platform certificate and the measurements."""
+    """The platform certificate fingerprint and measurements a host pinned on first use."""
 
     platform_fingerprint: str
     measurements: dict[str, str] | None
@@ -246,10 +246,11 @@ def save_pins(home: Path, pins: Pins) -> None:
 class Receipt:
     """A signed record of one run, embedding the attestation document of its enclave.
 
-    The body names the run's nonce, the function checksum, a digest of each
-    sealed input, of each input's policy, of the parameters and of the
-    result, the result's name, the measurements, the debug flag and the
-    start and end times, rounded to seconds.
+    The body names the run's nonce and the function checksum. It has a
+    digest of each sealed input, of each input's policy, of the parameters
+    and of the result, and the result's name. It also records the
+    measurements, the debug flag and the start and end times, rounded to
+    seconds.
     """
 
     body: dict[str, Any]
@@ -277,9 +278,9 @@ class Receipt:
         """Return True when the receipt checks out, else raise `AttestationError`.
 
         The embedded attestation document must be signed by its platform
-        certificate, and with `platform_fingerprint` that certificate must be
-        the pinned one; the receipt must be signed by the key that document
-        attests (or by `signer`, which must be that same key).
+        certificate. With `platform_fingerprint`, that certificate must be the
+        pinned one. The receipt must be signed by the key that the document
+        attests, and a `signer` given here must be that same key.
         """
         key = signer or self.signer
         document = self.attestation

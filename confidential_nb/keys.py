@@ -196,7 +196,7 @@ def load_public_key(home: Path, fingerprint: str | None = None) -> PublicKey:
         raise AttestationError(f"public key file {path} is invalid ({exc}); restore the key home from a backup") from exc
     verify_platform_signature(load_certificate(home / "platform"), signature, endorsement_message(public), f"public key {path}")
     if public.fingerprint != chosen:
-        raise AttestationError(f"public key file {path} holds key {public.fingerprint[:16]}, not {chosen[:16]}")
+        raise AttestationError(f"public key file {path} contains key {public.fingerprint[:16]}, not {chosen[:16]}")
     return public
 
 

@@ -1,8 +1,8 @@
 """The simulated platform: the root key that plays the hypervisor's part.
 
 A Nitro enclave's attestation documents are signed by AWS's Nitro PKI with
-ECDSA P-384. Here the platform is simulated by a P-384 key in the key home
-and a self-signed X.509 certificate for it; the monitor signs with the key,
+ECDSA P-384. Here a P-384 key in the key home and a self-signed X.509
+certificate for it simulate that platform. The monitor signs with the key,
 and hosts pin the certificate's SHA-256 fingerprint.
 """
 

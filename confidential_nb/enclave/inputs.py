@@ -3,7 +3,7 @@
 An input arrives either as bytes in the request or, for a file-backed
 `Sealed`, as the path of its file on this machine. A file is decrypted one
 chunk at a time into the run's private scratch directory, so the monitor's
-memory does not grow with its size; the runner then reads the plaintext from
+memory does not grow with its size. The runner then reads the plaintext from
 there, and the directory is removed after the run.
 """
 
