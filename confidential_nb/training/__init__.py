@@ -8,7 +8,17 @@ from __future__ import annotations
 from confidential_nb.training.exceptions import ConvergenceWarning, NotFittedError
 from confidential_nb.training.history import History
 from confidential_nb.training.logistic import LogisticRegression
-from confidential_nb.training.metrics import accuracy_score, confusion_matrix, log_loss
+from confidential_nb.training.metrics import (
+    UndefinedMetricWarning,
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    log_loss,
+    precision_recall_fscore_support,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
 from confidential_nb.training.split import train_test_split
 
 __all__ = [
@@ -16,6 +26,12 @@ __all__ = [
     "History",
     "LogisticRegression",
     "NotFittedError",
+    "UndefinedMetricWarning",
+    "f1_score",
+    "precision_recall_fscore_support",
+    "precision_score",
+    "recall_score",
+    "roc_auc_score",
     "accuracy_score",
     "confusion_matrix",
     "log_loss",
