@@ -19,6 +19,7 @@ from confidential_nb.training.metrics import (
     recall_score,
     roc_auc_score,
 )
+from confidential_nb.training.model_selection import StratifiedKFold, cross_validate
 from confidential_nb.training.split import train_test_split
 
 __all__ = [
@@ -26,6 +27,8 @@ __all__ = [
     "History",
     "LogisticRegression",
     "NotFittedError",
+    "StratifiedKFold",
+    "cross_validate",
     "UndefinedMetricWarning",
     "f1_score",
     "precision_recall_fscore_support",
