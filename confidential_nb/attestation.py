@@ -17,6 +17,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ PCR_NAMES = {"0": "runtime files", "1": "installed dependencies", "2": "sandbox 
 # Distributions whose code runs in the enclave; their RECORD files list every installed file with its hash.
 ENCLAVE_DEPENDENCIES = ("numpy", "pandas", "cryptography")
 PINS_FILE = "pins.json"
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 @functools.lru_cache(maxsize=1)
@@ -228,12 +230,31 @@ def load_pins(home: Path) -> Pins | None:
     """Read the key home's pins, or None before the first verified start."""
     path = home / PINS_FILE
     try:
-        document = json.loads(path.read_text())
-        return Pins(str(document["platform_fingerprint"]), document.get("measurements"))
+        return pins_from_json(path.read_text())
     except FileNotFoundError:
         return None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise AttestationError(f"pin file {path} is damaged; delete it to pin again on the next start") from exc
+    except AttestationError as exc:
+        raise AttestationError(f"pin file {path} is damaged ({exc}); delete it to pin again on the next start") from exc
+
+
+def pins_from_json(text: str) -> Pins:
+    """Parse and validate pins: a 64-hex platform fingerprint and PCRs 0 to 2 as 64-hex strings, or null."""
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise AttestationError("not valid JSON") from exc
+    if not isinstance(document, dict):
+        raise AttestationError("not a JSON object")
+    fingerprint = document.get("platform_fingerprint")
+    if not isinstance(fingerprint, str) or not _HEX64.match(fingerprint):
+        raise AttestationError("platform_fingerprint must be 64 lowercase hex digits")
+    measured = document.get("measurements")
+    if measured is not None:
+        valid = isinstance(measured, dict) and set(measured) == set(PCR_NAMES) and all(
+            isinstance(value, str) and _HEX64.match(value) for value in measured.values())
+        if not valid:
+            raise AttestationError('measurements must map "0", "1" and "2" to 64 lowercase hex digits, or be null')
+    return Pins(fingerprint, measured)
 
 
 def save_pins(home: Path, pins: Pins) -> None:
@@ -286,7 +307,8 @@ class Receipt:
         document = self.attestation
         if document is not None:
             attested = _verify_embedded(document, platform_fingerprint, self.body.get("attestation_digest"))
-            if key is not None and key.fingerprint != attested.fingerprint:
+            # The whole key, signing part included: a fingerprint covers only the sealing parts.
+            if key is not None and key != attested:
                 raise AttestationError("receipt's signer is not the key its attestation document attests")
             key = attested
         elif platform_fingerprint is not None:
@@ -326,8 +348,8 @@ class Receipt:
         """Read a receipt written by `save`."""
         try:
             document = json.loads(Path(path).read_text())
-        except ValueError as exc:
-            raise AttestationError(f"receipt file {path} is not valid JSON") from exc
+        except (ValueError, RecursionError) as exc:
+            raise AttestationError(f"receipt file {path} is not valid JSON or is nested too deeply") from exc
         return cls.from_dict(document)
 
     def __repr__(self) -> str:

@@ -111,7 +111,7 @@ def _verify(arguments: argparse.Namespace) -> int:
 
 
 def _measurements(arguments: argparse.Namespace) -> int:
-    from .attestation import PCR_NAMES, Pins, load_pins, save_pins
+    from .attestation import Pins, load_pins, pins_from_json, save_pins
     from .errors import AttestationError
     from .keys import home_dir
 
@@ -122,10 +122,10 @@ def _measurements(arguments: argparse.Namespace) -> int:
         return 2
 
     if arguments.action == "import":
-        document = json.loads(arguments.file.read_text())
-        imported = Pins(str(document["platform_fingerprint"]), document.get("measurements"))
-        if imported.measurements is not None and set(imported.measurements) != set(PCR_NAMES):
-            raise AttestationError(f"{arguments.file} must give measurements {sorted(PCR_NAMES)}")
+        try:
+            imported = pins_from_json(arguments.file.read_text())
+        except AttestationError as exc:
+            raise AttestationError(f"invalid pin file {arguments.file}: {exc}; export one with 'confidential-nb measurements export FILE'") from None
         save_pins(home, imported)
         print(f"pinned the measurements and platform from {arguments.file}")
         return 0

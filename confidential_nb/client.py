@@ -64,9 +64,12 @@ def ensure_public_key(home: Path | None = None) -> PublicKey:
     """Return the key home's enclave public key, creating the keys with a one-shot enclave if needed."""
     resolved = home or home_dir()
     try:
-        return load_public_key(resolved)
+        public = load_public_key(resolved)
     except FileNotFoundError:
         pass
+    else:
+        _check_platform_pin(resolved)
+        return public
 
     log.info("creating the enclave keys in %s", resolved)
     # The one-shot enclave's stderr carries only its own error message, which is shown to the user.
@@ -80,6 +83,22 @@ def ensure_public_key(home: Path | None = None) -> PublicKey:
         raise errors.KeyHomeError(detail or f"the enclave failed to create its keys in {resolved} "
                                             f"(exit status {completed.returncode}); check that the directory is writable")
     return load_public_key(resolved)
+
+
+def _check_platform_pin(home: Path) -> None:
+    """Raise `AttestationError` when the key home's platform is not the one pinned there."""
+    from .attestation import load_pins
+    from .platform import certificate_fingerprint, load_certificate
+
+    pins = load_pins(home)
+    if pins is None:
+        return
+    actual = certificate_fingerprint(load_certificate(home / "platform"))
+    if actual != pins.platform_fingerprint:
+        raise errors.AttestationError(
+            f"the key home's platform certificate {actual[:16]} is not the pinned platform "
+            f"{pins.platform_fingerprint[:16]}; refusing to seal to its key"
+        )
 
 
 class Enclave:

@@ -218,8 +218,13 @@ def list_keys(home: Path) -> list[KeyInfo]:
     current = current_fingerprint(home)
     keys = []
     for entry in directory.iterdir():
-        document = json.loads((entry / "public.json").read_text())
-        keys.append(KeyInfo(entry.name, str(document["key"]["kem"]), str(document.get("created", "")), entry.name == current))
+        path = entry / "public.json"
+        try:
+            document = json.loads(path.read_text())
+            kem = str(document["key"]["kem"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise KeyHomeError(f"key file {path} is damaged or missing; restore the key home from a backup") from exc
+        keys.append(KeyInfo(entry.name, kem, str(document.get("created", "")), entry.name == current))
     return sorted(keys, key=lambda info: (info.created, info.fingerprint))
 
 
@@ -373,12 +378,30 @@ def _load_key_pair(home: Path, fingerprint: str) -> tuple[PublicKey, Any, Any]:
             hpke_private = MLKEM768X25519PrivateKey(mlkem.MLKEM768PrivateKey.from_seed_bytes(seed), classical)
         signing = ed25519.Ed25519PrivateKey.from_private_bytes(unb64(document["signing_ed25519"], "signing key"))
         public = load_public_key(home, fingerprint)
+        _check_pair(public, document, classical, signing)
     except (ValueError, KeyError, TypeError, AttestationError, FileNotFoundError) as exc:
         raise KeyHomeError(
             f"key file {path} is damaged or incomplete ({type(exc).__name__}); restore the key home from a backup, "
             f"because data sealed to key {fingerprint[:16]} cannot be opened without it"
         ) from exc
     return public, hpke_private, signing
+
+
+def _check_pair(public: PublicKey, document: dict[str, Any], classical: Any, signing: Any) -> None:
+    """Raise ValueError unless the private keys derive exactly the public key they are stored with."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import mlkem
+
+    raw = (serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    seed = unb64(document["mlkem768_seed"], "ML-KEM seed")
+    derived = PublicKey(
+        kem=str(document["kem"]),
+        mlkem768=mlkem.MLKEM768PrivateKey.from_seed_bytes(seed).public_key().public_bytes_raw() if seed else b"",
+        x25519=classical.public_key().public_bytes(*raw),
+        signing=signing.public_key().public_bytes(*raw),
+    )
+    if derived != public:
+        raise ValueError("the private keys do not match the public key stored beside them")
 
 
 def check_private_file(path: Path) -> None:

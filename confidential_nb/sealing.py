@@ -479,16 +479,21 @@ def input_digest(source: bytes | memoryview | IO[bytes]) -> str:
     if isinstance(source, (bytes, bytearray, memoryview)):
         view = memoryview(source)
         header = parse_header(view)
+        size = len(view)
 
         def read_at(offset: int) -> bytes:
             return bytes(view[offset : offset + TAG_BYTES])
     else:
         header = read_header(source)
+        size = os.fstat(source.fileno()).st_size
 
         def read_at(offset: int) -> bytes:
             source.seek(offset)
             return source.read(TAG_BYTES)
 
+    # The lengths are not authenticated yet, so they must at least match the bytes present.
+    if size != len(header.raw) + header.body_length:
+        raise SealError(_OPAQUE_FAILURE)
     digest = hashlib.sha256(_DIGEST_CONTEXT + header.raw)
     position = len(header.raw)
     for _index, _last, length in _chunk_spans(header):

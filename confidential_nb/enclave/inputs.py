@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ..errors import PolicyError, SealError, WrongKeyError
 from ..keys import EnclaveKeys
@@ -86,14 +87,28 @@ def _open_bytes(keys: EnclaveKeys, name: str, blob: bytes) -> OpenedInput:
 
 
 def _open_file(keys: EnclaveKeys, name: str, path: Path, target: Path) -> OpenedInput:
-    # One open file for the digest and the decryption, so a file renamed over the path midway changes neither.
-    with open(path, "rb") as reader:
+    # One open file for the decryption and the digest, so a file renamed over the path midway changes neither.
+    with _open_regular_file(path) as reader:
         public, private = _key_pair(keys, read_header(reader).recipient)
+        # Decrypting first authenticates the header's lengths before the digest trusts them.
+        header = unseal_file(f"/proc/self/fd/{reader.fileno()}", target, private, public)
         reader.seek(0)
         digest = input_digest(reader)
-        header = unseal_file(f"/proc/self/fd/{reader.fileno()}", target, private, public)
     os.chmod(target, 0o600)
     return OpenedInput(name, header.content_type, _policy(header), digest, header.plaintext_length, file=target.name)
+
+
+def _open_regular_file(path: Path) -> BinaryIO:
+    """Open `path` for reading only if it is a regular file, without blocking on a FIFO or device."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise SealError(f"{path} is not a regular file; pass the sealed file itself")
+        os.set_blocking(descriptor, True)
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
 
 
 def _policy(header: Header) -> Policy:
