@@ -130,8 +130,16 @@ def _object_types() -> dict[str, type]:
     """Return the fixed table of type names to the library classes a result may contain."""
     # Imported here so that importing the codec does not import training.
     from confidential_nb.training import History, LogisticRegression
+    from confidential_nb.training.mlp import MLPClassifier
+    from confidential_nb.training.svm import LinearSVC
 
-    return {"History": History, "LogisticRegression": LogisticRegression, **_EXTRA_TYPES}
+    return {
+        "History": History,
+        "LinearSVC": LinearSVC,
+        "LogisticRegression": LogisticRegression,
+        "MLPClassifier": MLPClassifier,
+        **_EXTRA_TYPES,
+    }
 
 
 # Encoding
