@@ -21,7 +21,9 @@ class History:
     ``epoch`` counts from 1. ``loss`` and ``accuracy`` are measured on the
     training data after that epoch's update, ``val_loss`` and ``val_accuracy``
     on the validation data when ``fit`` was given some. ``time`` is the wall
-    time of each epoch in seconds. It varies from run to run, so ``to_frame``
+    time of each recorded epoch in seconds. A model fitted with
+    ``record_every=k`` records every k-th epoch and the last one, so
+    ``epoch`` lists the recorded epoch numbers, which need not be 1, 2, 3... It varies from run to run, so ``to_frame``
     leaves it out by default and equality and ``repr`` ignore it.
     """
 
@@ -31,19 +33,29 @@ class History:
             raise ValueError(f"metric_names must be distinct names from {METRIC_NAMES}, got {metric_names}.")
         self._metrics: dict[str, list[float]] = {name: [] for name in METRIC_NAMES if name in metric_names}
         self._times: list[float] = []
+        self._epochs: list[int] = []
 
     def record(self, time: float, **metrics: float) -> None:
-        """Append one epoch: its wall time in seconds and one value per metric."""
+        """Append the next epoch: its wall time in seconds and one value per metric."""
+        self.record_at(self._epochs[-1] + 1 if self._epochs else 1, time, **metrics)
+
+    def record_at(self, epoch: int, time: float, **metrics: float) -> None:
+        """Append epoch number ``epoch``, which must be after the last one recorded."""
         if set(metrics) != set(self._metrics):
             raise ValueError(f"record() needs exactly the metrics {list(self._metrics)}, got {sorted(metrics)}.")
+        previous = self._epochs[-1] if self._epochs else 0
+        number = int(epoch)
+        if number <= previous:
+            raise ValueError(f"record_at() needs an epoch after {previous}, got {number}.")
         for name, value in metrics.items():
             self._metrics[name].append(float(value))
         self._times.append(float(time))
+        self._epochs.append(number)
 
     @property
     def epoch(self) -> list[int]:
-        """Epoch numbers, starting at 1."""
-        return list(range(1, len(self) + 1))
+        """Recorded epoch numbers, starting at 1 or later, increasing."""
+        return list(self._epochs)
 
     @property
     def loss(self) -> list[float]:
@@ -91,13 +103,13 @@ class History:
         columns: dict[str, list[float]] = {name: list(values) for name, values in self._metrics.items()}
         if include_time:
             columns["time"] = list(self._times)
-        index = pd.RangeIndex(1, len(self) + 1, name="epoch")
+        index = pd.Index(self._epochs, dtype=np.int64, name="epoch")
         return pd.DataFrame(columns, index=index, dtype=np.float64)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, History):
             return NotImplemented
-        return self._metrics == other._metrics
+        return self._metrics == other._metrics and self._epochs == other._epochs
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -105,19 +117,30 @@ class History:
         if not self._times:
             return f"History(epochs=0, metrics={self.keys()})"
         final = ", ".join(f"{name}={values[-1]:.4g}" for name, values in self._metrics.items())
+        if self._epochs[-1] != len(self):
+            return f"History(epochs={len(self)}, last epoch={self._epochs[-1]}, final: {final})"
         return f"History(epochs={len(self)}, final: {final})"
 
     def to_state(self) -> dict[str, object]:
-        """Return the history as a dict of float64 arrays, for the result codec."""
-        return {
+        """Return the history as a dict of arrays, for the result codec.
+
+        The ``epoch`` entry is present only when the epochs are not 1, 2, ...,
+        so every-epoch histories keep the state layout of earlier versions.
+        """
+        state: dict[str, object] = {
             "metrics": {name: np.array(values, dtype=np.float64) for name, values in self._metrics.items()},
             "time": np.array(self._times, dtype=np.float64),
         }
+        if self._epochs != list(range(1, len(self) + 1)):
+            state["epoch"] = np.array(self._epochs, dtype=np.int64)
+        return state
 
     @classmethod
     def from_state(cls, state: object) -> Self:
         """Rebuild a History from ``to_state`` output, raising ValueError on anything malformed."""
-        fields = check_keys(state, {"metrics", "time"}, "History state")
+        has_epochs = isinstance(state, Mapping) and "epoch" in state
+        expected = {"metrics", "time", "epoch"} if has_epochs else {"metrics", "time"}
+        fields = check_keys(state, expected, "History state")
         times = check_vector(fields["time"], "History state 'time'", kind="f")
         metrics = fields["metrics"]
         if not isinstance(metrics, Mapping) or not all(isinstance(name, str) for name in metrics):
@@ -133,4 +156,14 @@ class History:
         if not np.all(times >= 0):
             raise ValueError("History state 'time' must contain non-negative finite seconds.")
         history._times = times.tolist()
+        history._epochs = _epochs_from_state(fields.get("epoch"), len(times))
         return history
+
+
+def _epochs_from_state(value: object, length: int) -> list[int]:
+    if value is None:
+        return list(range(1, length + 1))
+    epochs = check_vector(value, "History state 'epoch'", kind="i", length=length)
+    if length and (epochs[0] < 1 or np.any(np.diff(epochs) <= 0)):
+        raise ValueError("History state 'epoch' must be increasing epoch numbers starting at 1 or later.")
+    return [int(number) for number in epochs]
