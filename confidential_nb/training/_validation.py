@@ -7,13 +7,14 @@ the data itself, because these messages can leave the enclave.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
 FloatArray = npt.NDArray[np.float64]
+RealArray = npt.NDArray[np.floating[Any]]
 
 # Longest list of column names quoted in one message.
 MAX_NAMES_IN_MESSAGE = 10
@@ -36,10 +37,23 @@ def feature_names_of(frame: pd.DataFrame) -> list[str] | None:
     return None
 
 
-def check_features(X: Any, *, name: str = "X") -> FloatArray:
-    """Convert a DataFrame or array of features to a finite 2-D float64 array."""
+@overload
+def check_features(X: Any, *, name: str = ..., keep_float32: Literal[False] = ...) -> FloatArray: ...
+
+
+@overload
+def check_features(X: Any, *, name: str = ..., keep_float32: bool) -> RealArray: ...
+
+
+def check_features(X: Any, *, name: str = "X", keep_float32: bool = False) -> RealArray:
+    """Convert a DataFrame or array of features to a finite 2-D float64 array.
+
+    With ``keep_float32=True``, float32 input stays float32. The result may
+    share memory with X when no conversion is needed, so callers must not
+    write to it.
+    """
     if isinstance(X, pd.DataFrame):
-        return _check_feature_frame(X, name)
+        return _check_feature_frame(X, name, keep_float32)
     if isinstance(X, pd.Series):
         raise ValueError(
             f"{name} must be 2-D (a DataFrame or an array of shape (n_samples, n_features)), "
@@ -56,7 +70,7 @@ def check_features(X: Any, *, name: str = "X") -> FloatArray:
         raise ValueError(f"{name} must have a numeric dtype, got dtype {array.dtype.name}.")
     _check_not_empty(array.shape, name)
 
-    values = array.astype(np.float64)
+    values = array.astype(_training_dtype([array.dtype], keep_float32), copy=False)
     bad_columns = np.flatnonzero(~np.isfinite(values).all(axis=0))
     if bad_columns.size:
         raise ValueError(
@@ -66,7 +80,13 @@ def check_features(X: Any, *, name: str = "X") -> FloatArray:
     return values
 
 
-def _check_feature_frame(frame: pd.DataFrame, name: str) -> FloatArray:
+def _training_dtype(dtypes: Sequence[Any], keep_float32: bool) -> type[np.floating[Any]]:
+    if keep_float32 and dtypes and all(dtype == np.float32 for dtype in dtypes):
+        return np.float32
+    return np.float64
+
+
+def _check_feature_frame(frame: pd.DataFrame, name: str, keep_float32: bool) -> RealArray:
     non_numeric = [
         column
         for column in frame.columns
@@ -80,7 +100,8 @@ def _check_feature_frame(frame: pd.DataFrame, name: str) -> FloatArray:
     _check_not_empty(frame.shape, name)
 
     # Nullable dtypes (Int64, boolean) hold pd.NA, which becomes NaN here.
-    values = frame.to_numpy(dtype=np.float64, na_value=np.nan)
+    dtype = _training_dtype(list(frame.dtypes), keep_float32)
+    values = frame.to_numpy(dtype=dtype, na_value=np.nan)
     bad_columns = [column for column, ok in zip(frame.columns, np.isfinite(values).all(axis=0)) if not ok]
     if bad_columns:
         raise ValueError(
