@@ -626,7 +626,13 @@ def test_logistic_regression_keyword_only() -> None:
         ({"standardize": "yes"}, r"standardize='yes': expected a bool"),
         ({"tol": -0.1}, r"tol=-0.1: expected a finite number >= 0"),
         ({"random_state": -3}, r"random_state=-3: expected None or an int >= 0"),
-        ({"solver": "sgd"}, r"solver='sgd': expected 'gd' \(the only solver so far\)"),
+        ({"solver": "lbfgs"}, r"solver='lbfgs': expected one of 'gd', 'sgd', 'adam', 'newton'"),
+        ({"class_weight": "auto"}, r"class_weight='auto': expected None, 'balanced' or a non-empty dict"),
+        ({"class_weight": {0: -1.0}}, r"class_weight=\{0: -1.0\}: expected None, 'balanced'"),
+        ({"class_weight": {}}, r"class_weight=\{\}: expected None, 'balanced' or a non-empty dict"),
+        ({"batch_size": 0}, r"batch_size=0: expected an int >= 1"),
+        ({"patience": 0}, r"patience=0: expected None or an int >= 1"),
+        ({"record_every": -1}, r"record_every=-1: expected None or an int >= 0 \(None and 0 turn recording off\)"),
     ],
 )
 def test_logistic_regression_invalid_params(params: dict[str, Any], match: str) -> None:
@@ -680,15 +686,24 @@ def test_logistic_regression_rejects_string_array_features() -> None:
 def test_logistic_regression_single_class() -> None:
     X, _ = small_data()
 
-    with pytest.raises(ValueError, match=r"y contains a single class; LogisticRegression needs samples of 2 classes"):
+    with pytest.raises(ValueError, match=r"y contains a single class; LogisticRegression needs samples of at least 2 classes"):
         LogisticRegression().fit(X, np.ones(len(X)))
 
 
-def test_logistic_regression_multiclass_not_supported() -> None:
+def test_logistic_regression_multiclass_shapes() -> None:
     X, _ = small_data()
+    labels = np.array(["a", "b", "c"])[np.arange(len(X)) % 3]
 
-    with pytest.raises(ValueError, match=r"y has 3 classes.*multinomial \(more than 2 classes\) is not supported yet"):
-        LogisticRegression().fit(X, np.arange(len(X)) % 3)
+    model = LogisticRegression(solver="newton", tol=1e-8).fit(X, labels)
+    probabilities = model.predict_proba(X)
+
+    assert model.coef_.shape == (3, 3)
+    assert model.intercept_.shape == (3,)
+    assert list(model.classes_) == ["a", "b", "c"]
+    assert model.decision_function(X).shape == (60, 3)
+    assert probabilities.shape == (60, 3)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(model.predict(X), model.classes_[np.argmax(probabilities, axis=1)])
 
 
 def test_logistic_regression_rejects_2d_labels() -> None:
@@ -820,12 +835,23 @@ def _replace(key: str, value: object) -> Any:
         (_replace("coef", np.full((1, 30), np.nan)), r"'coef' must contain finite values only"),
         (_replace("coef", np.zeros((1, 30), dtype=object)), r"'coef' must have dtype kind 'f', got dtype object"),
         (_replace("intercept", np.zeros(2)), r"'intercept' must have shape \(1,\)"),
-        (_replace("classes", [0, 1, 2]), r"'classes' must be a list of 2 labels"),
-        (_replace("classes", [0, "a"]), r"'classes' must be 2 strings or 2 numbers"),
-        (_replace("classes", [1, 1]), r"'classes' must be 2 distinct labels"),
+        (_replace("classes", [0]), r"'classes' must be a list of at least 2 labels"),
+        (_replace("classes", [0, 1, 2]), r"'coef' must have shape \(3, 'any'\), got \(1, 30\)"),
+        (_replace("classes", [0, "a"]), r"'classes' must be all strings or all numbers"),
+        (_replace("classes", [1, 1]), r"'classes' must be distinct labels"),
         (_replace("feature_names", ["a"]), r"'feature_names' must hold 30 distinct names, got 1"),
         (_replace("feature_names", "abc"), r"'feature_names' must be None or a list of str"),
-        (_replace("n_iter", 5), r"'n_iter' \(5\) must equal the history length"),
+        (_replace("n_iter", 5), r"'n_iter' \(5\) must equal the last recorded epoch \(214\)"),
+        (_replace("n_iter", 301), r"'n_iter' \(301\) must be between 0 and epochs \(300\)"),
+        (_replace("version", 3), r"must have format .* and version 1 or 2"),
+        (_replace("version", True), r"must have format .* and version 1 or 2"),
+        (_replace("best_epoch", "3"), r"'best_epoch' must be None or an int from 0 to n_iter \(214\)"),
+        (_replace("best_epoch", 215), r"'best_epoch' must be None or an int from 0 to n_iter"),
+        (_replace("stopped_early", 1), r"'stopped_early' must be a bool, got int"),
+        (_replace("stopped_early", True), r"'best_epoch' must be set when 'stopped_early' is True"),
+        (lambda state: state["params"].update(class_weight=[[0, 1.0, 2.0]]), r"'class_weight' must be a list of \[label, weight\] pairs"),
+        (lambda state: state["params"].update(class_weight=[[0, -1.0]]), r"invalid LogisticRegression parameter class_weight"),
+        (lambda state: state["params"].update(record_every=None), r"'history' must be empty when record_every turns recording off"),
         (_replace("n_iter", "5"), r"'n_iter' must be an int, got str"),
         (_replace("converged", 1), r"'converged' must be a bool, got int"),
         (_replace("history", {"metrics": {}}), r"'history' must be a History, got dict"),

@@ -32,6 +32,17 @@ def _is_bool(value: Any) -> bool:
     return isinstance(value, bool)
 
 
+SOLVERS = ("gd", "sgd", "adam", "newton")
+
+
+def _is_class_weight(value: Any) -> bool:
+    if value is None or (isinstance(value, str) and value == "balanced"):
+        return True
+    if not isinstance(value, Mapping) or not value:
+        return False
+    return all(_is_real(weight) and weight >= 0 for weight in value.values())
+
+
 LOGISTIC_REGRESSION_RULES: dict[str, ParameterRule] = {
     "epochs": ParameterRule("an int >= 1", lambda value: _is_int(value) and value >= 1),
     "learning_rate": ParameterRule("a finite number > 0", lambda value: _is_real(value) and value > 0),
@@ -41,8 +52,24 @@ LOGISTIC_REGRESSION_RULES: dict[str, ParameterRule] = {
     "standardize": ParameterRule("a bool", _is_bool),
     "tol": ParameterRule("a finite number >= 0", lambda value: _is_real(value) and value >= 0),
     "random_state": ParameterRule("None or an int >= 0", lambda value: value is None or (_is_int(value) and value >= 0)),
-    "solver": ParameterRule("'gd' (the only solver so far)", lambda value: isinstance(value, str) and value == "gd"),
+    "solver": ParameterRule(
+        "one of " + ", ".join(repr(name) for name in SOLVERS),
+        lambda value: isinstance(value, str) and value in SOLVERS,
+    ),
+    "class_weight": ParameterRule(
+        "None, 'balanced' or a non-empty dict of class label to a finite number >= 0", _is_class_weight
+    ),
+    "batch_size": ParameterRule("an int >= 1", lambda value: _is_int(value) and value >= 1),
+    "patience": ParameterRule("None or an int >= 1", lambda value: value is None or (_is_int(value) and value >= 1)),
+    "record_every": ParameterRule(
+        "None or an int >= 0 (None and 0 turn recording off)",
+        lambda value: value is None or (_is_int(value) and value >= 0),
+    ),
 }
+
+# The parameters of the first state version; later ones take their defaults
+# when an older state is loaded.
+VERSION_1_PARAMETERS = ("epochs", "learning_rate", "C", "penalty", "fit_intercept", "standardize", "tol", "random_state", "solver")
 
 
 def validate_parameters(owner: str, params: Mapping[str, Any], rules: Mapping[str, ParameterRule]) -> None:

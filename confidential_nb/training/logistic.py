@@ -1,19 +1,24 @@
-"""Binary logistic regression trained by full-batch gradient descent."""
+"""Logistic regression, binary and multinomial, with four solvers and per-epoch history."""
 
 from __future__ import annotations
 
 import logging
-import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Self
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
-from confidential_nb.training._numerics import FloatArray, log_loss_per_sample, sigmoid
-from confidential_nb.training._parameters import LOGISTIC_REGRESSION_RULES, validate_parameters
+from confidential_nb.training._numerics import FloatArray, RealArray, sigmoid, softmax
+from confidential_nb.training._parameters import (
+    LOGISTIC_REGRESSION_RULES,
+    VERSION_1_PARAMETERS,
+    validate_parameters,
+)
+from confidential_nb.training._solvers import DivergedError, Monitor, Outcome, Problem, SolverSettings, solve
 from confidential_nb.training._state import check_array, check_keys
 from confidential_nb.training._validation import (
     check_features,
@@ -29,17 +34,21 @@ from confidential_nb.training.metrics import accuracy_score
 logger = logging.getLogger("confidential_nb.training")
 
 STATE_FORMAT = "confidential_nb.training.LogisticRegression"
-STATE_VERSION = 1
-_STATE_KEYS = {"format", "version", "params", "classes", "coef", "intercept", "feature_names", "n_iter", "converged", "history"}
+STATE_VERSION = 2
+_VERSION_1_KEYS = {"format", "version", "params", "classes", "coef", "intercept", "feature_names", "n_iter", "converged", "history"}
+_STATE_KEYS = _VERSION_1_KEYS | {"best_epoch", "stopped_early"}
 
 # A column whose standard deviation is below this multiple of machine epsilon,
 # relative to its magnitude, is treated as constant: its spread is rounding noise.
 _CONSTANT_COLUMN_EPS_FACTOR = 10.0
-
-# An objective rise below this multiple of machine epsilon, relative to the
-# objective, is rounding noise.
-_ROUNDING_EPS_FACTOR = 64.0
 _EPS = float(np.finfo(np.float64).eps)
+
+_SOLVER_NAMES = {
+    "gd": "gradient descent",
+    "sgd": "stochastic gradient descent",
+    "adam": "Adam",
+    "newton": "Newton's method",
+}
 
 
 @dataclass
@@ -47,26 +56,47 @@ class _Scaler:
     mean: FloatArray
     scale: FloatArray
 
-    def transform(self, X: FloatArray) -> FloatArray:
-        return (X - self.mean) / self.scale
-
-
-@dataclass
-class _Descent:
-    weights: FloatArray
-    bias: float
-    history: History
-    converged: bool
-    loss_rose: bool
+    def transform(self, X: RealArray) -> RealArray:
+        standardized = X - self.mean.astype(X.dtype)
+        standardized /= self.scale.astype(X.dtype)
+        return standardized
 
 
 class LogisticRegression:
-    """Binary logistic regression fitted by full-batch gradient descent.
+    """Logistic regression fitted by gradient descent, SGD, Adam or Newton's method.
 
-    The objective is scikit-learn's: ``C * sum(log losses) + 0.5 * ||w||^2``
-    for ``penalty="l2"``, divided here by ``C * n_samples`` so that gradient
-    descent works on the mean log loss plus ``0.5 / (C * n_samples) * ||w||^2``.
-    The intercept is not penalized. ``penalty=None`` drops the second term.
+    The objective is scikit-learn's: ``C * sum(s_i * log loss_i) + 0.5 *
+    ||W||^2`` for ``penalty="l2"``, where ``s_i`` is the sample's class
+    weight. Here it is divided by ``C`` times the sum of the class weights
+    (``n_samples`` without ``class_weight``), so the solvers work on the
+    weighted mean log loss plus ``0.5 / (C * S) * ||W||^2``. The optimum is the
+    same. The intercept is not penalized. ``penalty=None`` drops the second
+    term. With two classes the model has one weight vector and predicts
+    ``classes_[1]`` from a sigmoid. With more it is multinomial: a softmax
+    over one weight vector per class, every one penalized, as scikit-learn's
+    lbfgs does for more than two classes.
+
+    Solvers:
+
+    - ``"gd"`` (default): full-batch gradient descent, one step of size
+      ``learning_rate`` per epoch.
+    - ``"sgd"``: one step per mini-batch of ``batch_size`` samples, in an
+      order shuffled each epoch from ``random_state``.
+    - ``"adam"``: Adam on the same mini-batches, with ``learning_rate`` as its
+      base step size and moment decays 0.9 and 0.999.
+    - ``"newton"``: Newton's method with the full Hessian and a backtracking
+      line search, damped when the Hessian is singular. ``epochs`` caps its
+      iterations and ``learning_rate`` is unused. It reaches scikit-learn's
+      lbfgs solution in a few iterations: use it with a small ``tol`` (such
+      as 1e-8) for parity with scikit-learn.
+
+    ``learning_rate`` is a number, the step size. scikit-learn's
+    ``SGDClassifier`` uses that name for the schedule; it takes ``eta0`` for
+    the number.
+
+    ``class_weight`` is None, ``"balanced"`` (weights ``n_samples /
+    (n_classes * count of the class)``, as scikit-learn computes them) or a
+    dict from class label to weight, in which missing classes get weight 1.
 
     With ``standardize=True`` (the default) each feature is centred and divided
     by its population standard deviation (ddof=0) inside the model, the
@@ -75,27 +105,38 @@ class LogisticRegression:
     scale, so this matches ``StandardScaler`` followed by scikit-learn's
     ``LogisticRegression``. Constant columns get a scale of 1 and a zero
     weight. With ``fit_intercept=False`` the features are scaled but not
-    centred, because centring would add an intercept.
+    centred, because centring would add an intercept. float32 features stay
+    float32 in training; everything else is converted to float64. ``coef_``
+    and ``intercept_`` are float64.
 
-    Convergence: each epoch takes one step ``theta -= learning_rate * grad``
-    on the regularized mean objective J, where theta is the weights (of the
-    standardized features when ``standardize=True``) and the intercept.
-    Training stops, with ``converged_ = True``, after the first epoch that
-    leaves ``||grad J||_2 <= tol``: the test is on the final model's gradient,
-    so it does not depend on the learning rate, and a learning rate that is
-    too small or too large runs out of epochs rather than stopping early.
-    When training ends at ``epochs`` without passing it, ``fit`` emits a
-    ``ConvergenceWarning``. The default ``tol=0.03`` is a stopping rule for
-    prediction, not a tight optimum (scikit-learn's lbfgs stops at a
-    gradient entry of 1e-4): on the bundled breast cancer data, standardized
-    and split as in the package example (``test_size=0.33,
-    random_state=0``), it stops after 214 of the default 300 epochs.
-    For coefficients close to the exact optimum, set a small ``tol`` (such as
-    1e-8) and more epochs. On unscaled features the gradient is large, so
-    ``standardize=False`` usually ends with the warning.
+    Convergence: training stops, with ``converged_ = True``, after the first
+    epoch that leaves the full-data gradient of the objective with
+    ``||grad J||_2 <= tol``. The test is on the model after the epoch, so it
+    does not depend on the learning rate. When training ends at ``epochs``
+    without passing it, ``fit`` emits a ``ConvergenceWarning``. The default
+    ``tol=0.03`` is a stopping rule for prediction, not a tight optimum
+    (scikit-learn's lbfgs stops at a gradient entry of 1e-4): on the bundled
+    breast cancer data, standardized and split as in the package example
+    (``test_size=0.33, random_state=0``), gradient descent stops after 214 of
+    the default 300 epochs. For coefficients close to the exact optimum, set
+    a small ``tol`` and use ``solver="newton"``, or many more epochs. On
+    unscaled features the gradient is large, so ``standardize=False`` usually
+    ends with the warning. Stochastic solvers rarely get below a small tol.
 
-    ``random_state`` is stored for scikit-learn compatibility but not used:
-    full-batch gradient descent from zero weights is deterministic.
+    Early stopping: with ``patience=k`` and ``validation_data``, training
+    stops once k epochs pass without a new lowest validation loss, and the
+    model keeps the parameters of the best epoch (``best_epoch_``;
+    ``stopped_early_`` is True). That is not convergence, so ``converged_``
+    stays False but no warning is emitted. ``patience`` has no effect without
+    validation data.
+
+    History: ``history_`` records the training loss and accuracy (and the
+    validation ones when given) after every ``record_every``-th epoch and
+    after the last one. ``record_every=None`` or ``0`` records nothing, which
+    saves one pass over the validation data per epoch.
+
+    ``random_state`` seeds the shuffling of ``"sgd"`` and ``"adam"``;
+    ``"gd"`` and ``"newton"`` start from zero weights and are deterministic.
     """
 
     def __init__(
@@ -110,6 +151,10 @@ class LogisticRegression:
         tol: float = 0.03,
         random_state: int | None = None,
         solver: str = "gd",
+        class_weight: str | Mapping[Any, float] | None = None,
+        batch_size: int = 32,
+        patience: int | None = None,
+        record_every: int | None = 1,
     ) -> None:
         self.epochs = epochs
         self.learning_rate = learning_rate
@@ -120,6 +165,10 @@ class LogisticRegression:
         self.tol = tol
         self.random_state = random_state
         self.solver = solver
+        self.class_weight = class_weight
+        self.batch_size = batch_size
+        self.patience = patience
+        self.record_every = record_every
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         """Return the hyperparameters by name; ``deep`` exists for scikit-learn compatibility."""
@@ -140,147 +189,124 @@ class LogisticRegression:
         return f"{type(self).__name__}({', '.join(f'{name}={value!r}' for name, value in changed.items())})"
 
     def fit(self, X: Any, y: Any, validation_data: tuple[Any, Any] | None = None) -> Self:
-        """Fit the model on features X and binary labels y, and record ``history_``.
+        """Fit the model on features X and labels y (2 or more classes), and record ``history_``.
 
         ``validation_data=(X_val, y_val)`` adds ``val_loss`` and
-        ``val_accuracy`` to the history; it does not affect training.
+        ``val_accuracy`` to the history; it affects training only through
+        early stopping (``patience``).
         """
         validate_parameters(type(self).__name__, self.get_params(), LOGISTIC_REGRESSION_RULES)
 
-        features = check_features(X)
+        features = check_features(X, keep_float32=True)
         labels = check_labels(y)
         check_same_length(features, labels, "X", "y")
-        classes, targets = _encode_binary_labels(labels)
+        classes, codes = _encode_labels(labels)
+        sample_weight = self._sample_weight(classes, codes, features.dtype)
         validation = self._prepare_validation(validation_data, features.shape[1], classes)
 
         scaler = self._fit_scaler(features)
-        descent = self._descend(scaler.transform(features), targets, validation, scaler)
+        outcome = self._solve(scaler, features, codes, classes.size, sample_weight, validation)
 
-        self._store_fit(descent, scaler, classes, X)
-        if not descent.converged:
-            self._warn_not_converged(descent.loss_rose)
+        self._store_fit(outcome.weights, outcome.intercept, scaler, classes, X)
+        self.n_iter_ = outcome.n_iter
+        self.converged_ = outcome.converged
+        self.history_ = outcome.monitor.history
+        self.stopped_early_ = outcome.monitor.stopped_early
+        self.best_epoch_ = outcome.monitor.best_epoch if self._early_stopping_active(validation) else None
+        if not (outcome.converged or outcome.monitor.stopped_early):
+            self._warn_not_converged(outcome.monitor.loss_rose)
         logger.debug("LogisticRegression fit: %d epochs, converged=%s", self.n_iter_, self.converged_)
         return self
 
+    def _early_stopping_active(self, validation: object) -> bool:
+        return self.patience is not None and validation is not None
+
+    def _solve(
+        self,
+        scaler: _Scaler,
+        features: RealArray,
+        codes: npt.NDArray[np.intp],
+        n_classes: int,
+        sample_weight: RealArray | None,
+        validation: tuple[RealArray, npt.NDArray[np.intp]] | None,
+    ) -> Outcome:
+        standardized = scaler.transform(features) if self.standardize else features
+        weight_sum = features.shape[0] if sample_weight is None else float(sample_weight.sum(dtype=np.float64))
+        problem = Problem(
+            features=standardized,
+            codes=codes,
+            n_classes=n_classes,
+            sample_weight=sample_weight,
+            penalty_strength=1.0 / (self.C * weight_sum) if self.penalty == "l2" else 0.0,
+            fit_intercept=self.fit_intercept,
+        )
+        settings = SolverSettings(
+            self.solver, self.epochs, float(self.learning_rate), float(self.tol), self.batch_size, self.random_state
+        )
+        if validation is not None:
+            val_features = validation[0].astype(features.dtype, copy=False)
+            validation = (scaler.transform(val_features) if self.standardize else val_features, validation[1])
+        monitor = Monitor(self.record_every or 0, validation, self.patience, n_classes)
+        try:
+            return solve(problem, settings, monitor)
+        except DivergedError as error:
+            raise ValueError(
+                f"{_SOLVER_NAMES[self.solver]} diverged at epoch {error.epoch}: the loss overflowed; "
+                f"use a smaller learning_rate (now {self.learning_rate}) or standardize=True."
+            ) from None
+
+    def _sample_weight(
+        self, classes: np.ndarray, codes: npt.NDArray[np.intp], dtype: np.dtype[Any]
+    ) -> RealArray | None:
+        """Return each sample's class weight, or None when all are 1."""
+        if self.class_weight is None:
+            return None
+        if isinstance(self.class_weight, str):
+            counts = np.bincount(codes, minlength=classes.size)
+            per_class = len(codes) / (classes.size * counts.astype(np.float64))
+        else:
+            per_class = _class_weights_from_dict(self.class_weight, classes)
+        weights = per_class[codes].astype(dtype)
+        if not weights.sum(dtype=np.float64) > 0:
+            raise ValueError("class_weight gives every sample of y weight 0; give at least one present class a weight > 0.")
+        return weights
+
     def _prepare_validation(
         self, validation_data: tuple[Any, Any] | None, n_features: int, classes: np.ndarray
-    ) -> tuple[FloatArray, FloatArray] | None:
+    ) -> tuple[RealArray, npt.NDArray[np.intp]] | None:
         if validation_data is None:
             return None
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise ValueError("validation_data must be a pair (X_val, y_val).")
 
-        features = check_features(validation_data[0], name="X_val")
+        features = check_features(validation_data[0], name="X_val", keep_float32=True)
         labels = check_labels(validation_data[1], name="y_val")
         check_same_length(features, labels, "X_val", "y_val")
         if features.shape[1] != n_features:
             raise ValueError(f"X_val has {features.shape[1]} features, but X has {n_features}.")
         return features, _encode_known_labels(labels, classes, "y_val")
 
-    def _fit_scaler(self, features: FloatArray) -> _Scaler:
+    def _fit_scaler(self, features: RealArray) -> _Scaler:
         n_features = features.shape[1]
         if not self.standardize:
             return _Scaler(np.zeros(n_features), np.ones(n_features))
 
-        mean = features.mean(axis=0)
-        scale = features.std(axis=0)
+        mean = features.mean(axis=0, dtype=np.float64)
+        scale = features.std(axis=0, dtype=np.float64)
         constant = scale <= _CONSTANT_COLUMN_EPS_FACTOR * _EPS * np.maximum(np.abs(mean), 1.0)
         scale[constant] = 1.0
         if not self.fit_intercept:
             mean = np.zeros(n_features)
         return _Scaler(mean, scale)
 
-    def _descend(
-        self,
-        features: FloatArray,
-        targets: FloatArray,
-        validation: tuple[FloatArray, FloatArray] | None,
-        scaler: _Scaler,
-    ) -> _Descent:
-        n_samples, n_features = features.shape
-        penalty_strength = 1.0 / (self.C * n_samples) if self.penalty == "l2" else 0.0
-        names = ("loss", "accuracy", "val_loss", "val_accuracy") if validation else ("loss", "accuracy")
-        history = History(names)
-        val_features = None if validation is None else scaler.transform(validation[0])
-
-        weights = np.zeros(n_features)
-        bias = 0.0
-        logits = features @ weights + bias
-        gradient = self._gradient(features, targets, logits, weights, penalty_strength)
-        objective = float(np.mean(log_loss_per_sample(logits, targets)))
-        loss_rose = False
-
-        for epoch in range(1, self.epochs + 1):
-            started = time.perf_counter()
-            weights, bias, logits, new_objective = self._step(
-                features, targets, weights, bias, gradient, penalty_strength, epoch
-            )
-            gradient = self._gradient(features, targets, logits, weights, penalty_strength)
-
-            metrics = _binary_metrics(logits, targets, "")
-            if validation is not None and val_features is not None:
-                metrics.update(_binary_metrics(val_features @ weights + bias, validation[1], "val_"))
-            history.record(time.perf_counter() - started, **metrics)
-
-            # Gradient descent with a small enough step never raises the
-            # objective, so any rise beyond rounding means the step is too large.
-            loss_rose = loss_rose or new_objective - objective > _ROUNDING_EPS_FACTOR * _EPS * objective
-            objective = new_objective
-            if float(np.linalg.norm(gradient)) <= self.tol:
-                return _Descent(weights, bias, history, True, loss_rose)
-
-        return _Descent(weights, bias, history, False, loss_rose)
-
-    def _gradient(
-        self,
-        features: FloatArray,
-        targets: FloatArray,
-        logits: FloatArray,
-        weights: FloatArray,
-        penalty_strength: float,
-    ) -> FloatArray:
-        """Return the objective's gradient: the weights' entries, then the intercept's (0 without one)."""
-        residuals = sigmoid(logits) - targets
-        weight_gradient = features.T @ residuals / features.shape[0] + penalty_strength * weights
-        bias_gradient = float(residuals.mean()) if self.fit_intercept else 0.0
-        return np.append(weight_gradient, bias_gradient)
-
-    def _step(
-        self,
-        features: FloatArray,
-        targets: FloatArray,
-        weights: FloatArray,
-        bias: float,
-        gradient: FloatArray,
-        penalty_strength: float,
-        epoch: int,
-    ) -> tuple[FloatArray, float, FloatArray, float]:
-        """Take one gradient step and return the new weights, bias, logits and objective."""
-        # Overflow needs an absurd learning rate; it is checked just below
-        # and reported as divergence instead of as a RuntimeWarning.
-        with np.errstate(over="ignore", invalid="ignore"):
-            new_weights = weights - self.learning_rate * gradient[:-1]
-            new_bias = float(bias - self.learning_rate * gradient[-1])
-            logits = features @ new_weights + new_bias
-            objective = float(np.mean(log_loss_per_sample(logits, targets)))
-            objective += 0.5 * penalty_strength * float(new_weights @ new_weights)
-
-        if not (np.isfinite(logits).all() and np.isfinite(objective)):
-            raise ValueError(
-                f"gradient descent diverged at epoch {epoch}: the loss overflowed; "
-                f"use a smaller learning_rate (now {self.learning_rate}) or standardize=True."
-            )
-        return new_weights, new_bias, logits, objective
-
-    def _store_fit(self, descent: _Descent, scaler: _Scaler, classes: np.ndarray, X: Any) -> None:
-        standardized_weights = descent.weights / scaler.scale
-        self.coef_ = standardized_weights.reshape(1, -1)
-        self.intercept_ = np.array([descent.bias - float(standardized_weights @ scaler.mean)])
+    def _store_fit(self, weights: RealArray, intercept: RealArray, scaler: _Scaler, classes: np.ndarray, X: Any) -> None:
+        # Solver weights are (d,) for two classes and (d, k) for more; coef_
+        # is (1, d) or (k, d) on the input's scale, as in scikit-learn.
+        standardized = np.asarray(weights, dtype=np.float64).reshape(weights.shape[0], -1).T
+        self.coef_ = standardized / scaler.scale
+        self.intercept_ = np.asarray(intercept, dtype=np.float64).reshape(-1) - self.coef_ @ scaler.mean
         self.classes_ = classes
         self.n_features_in_ = int(self.coef_.shape[1])
-        self.n_iter_ = len(descent.history)
-        self.converged_ = descent.converged
-        self.history_ = descent.history
 
         names = feature_names_of(X) if isinstance(X, pd.DataFrame) else None
         if names is not None:
@@ -289,15 +315,26 @@ class LogisticRegression:
             del self.feature_names_in_
 
     def _warn_not_converged(self, loss_rose: bool) -> None:
-        if loss_rose:
+        if self.solver == "newton":
+            advice = (
+                f"increase epochs (the iteration cap) or tol; a tol below about 1e-4 is out of reach "
+                "for float32 features."
+            )
+        elif loss_rose and self.solver == "gd":
             advice = (
                 f"the loss rose during training, so learning_rate={self.learning_rate} is probably "
                 "too large: use a smaller learning_rate or standardize=True."
             )
-        else:
+        elif self.solver == "gd":
             advice = (
                 f"increase epochs, use a larger learning_rate (now {self.learning_rate}), "
                 "or set standardize=True if the features have very different scales."
+            )
+        else:
+            advice = (
+                f"increase epochs or tol, or tune learning_rate (now {self.learning_rate}) and batch_size "
+                f"(now {self.batch_size}); mini-batch steps keep a gradient noise floor, "
+                "so solver='newton' suits a small tol."
             )
         message = (
             f"LogisticRegression did not converge in {self.epochs} epochs (tol={self.tol}): {advice}"
@@ -327,19 +364,25 @@ class LogisticRegression:
         return features
 
     def decision_function(self, X: Any) -> FloatArray:
-        """Return the logit of the positive class ``classes_[1]`` for each sample."""
+        """Return logits: of ``classes_[1]``, shape (n_samples,), for two classes, else (n_samples, n_classes)."""
         features = self._check_predict_features(X)
-        return features @ self.coef_[0] + self.intercept_[0]
+        if self.coef_.shape[0] == 1:
+            return features @ self.coef_[0] + self.intercept_[0]
+        return features @ self.coef_.T + self.intercept_
 
     def predict_proba(self, X: Any) -> FloatArray:
-        """Return class probabilities, shape (n_samples, 2), columns in ``classes_`` order."""
+        """Return class probabilities, shape (n_samples, n_classes), columns in ``classes_`` order."""
         logits = self.decision_function(X)
-        return np.column_stack([sigmoid(-logits), sigmoid(logits)])
+        if logits.ndim == 1:
+            return np.column_stack([sigmoid(-logits), sigmoid(logits)]).astype(np.float64)
+        return softmax(logits).astype(np.float64)
 
     def predict(self, X: Any) -> np.ndarray:
         """Return the predicted label of each sample, using the labels given to ``fit``."""
         logits = self.decision_function(X)
-        return self.classes_[(logits > 0).astype(np.intp)]
+        if logits.ndim == 1:
+            return self.classes_[(logits > 0).astype(np.intp)]
+        return self.classes_[np.argmax(logits, axis=1)]
 
     def score(self, X: Any, y: Any) -> float:
         """Return the accuracy of ``predict(X)`` against y."""
@@ -349,39 +392,91 @@ class LogisticRegression:
         """Return the fitted model as a dict of plain values and arrays, for the result codec."""
         self._check_fitted()
         names = getattr(self, "feature_names_in_", None)
+        params = self.get_params()
+        # A class_weight dict can have float or bool labels as keys, which the
+        # result codec rejects, so it travels as a list of [label, weight] pairs.
+        if isinstance(self.class_weight, Mapping):
+            params["class_weight"] = [[_plain_label(label), float(weight)] for label, weight in self.class_weight.items()]
         return {
             "format": STATE_FORMAT,
             "version": STATE_VERSION,
-            "params": self.get_params(),
-            "classes": self.classes_.tolist(),
+            "params": params,
+            "classes": [_plain_label(label) for label in self.classes_],
             "coef": self.coef_.copy(),
             "intercept": self.intercept_.copy(),
             "feature_names": None if names is None else [str(name) for name in names],
             "n_iter": self.n_iter_,
             "converged": self.converged_,
             "history": self.history_,
+            "best_epoch": self.best_epoch_,
+            "stopped_early": self.stopped_early_,
         }
 
     @classmethod
     def from_state(cls, state: object) -> Self:
-        """Rebuild a fitted model from ``to_state`` output, raising ValueError on anything malformed."""
-        fields = check_keys(state, _STATE_KEYS, "LogisticRegression state")
-        if fields["format"] != STATE_FORMAT or fields["version"] != STATE_VERSION:
-            raise ValueError(f"LogisticRegression state must have format {STATE_FORMAT!r} and version {STATE_VERSION}.")
+        """Rebuild a fitted model from ``to_state`` output (this or the first version), raising ValueError on anything malformed."""
+        version = state.get("version") if isinstance(state, Mapping) else None
+        if version not in (1, STATE_VERSION) or isinstance(version, bool):
+            check_keys(state, _STATE_KEYS, "LogisticRegression state")
+            raise ValueError(f"LogisticRegression state must have format {STATE_FORMAT!r} and version 1 or {STATE_VERSION}.")
+        fields = check_keys(state, _VERSION_1_KEYS if version == 1 else _STATE_KEYS, "LogisticRegression state")
+        if fields["format"] != STATE_FORMAT:
+            raise ValueError(f"LogisticRegression state must have format {STATE_FORMAT!r} and version 1 or {STATE_VERSION}.")
 
-        params = check_keys(fields["params"], set(LOGISTIC_REGRESSION_RULES), "LogisticRegression state 'params'")
-        model = cls().set_params(**params)
-        validate_parameters(cls.__name__, model.get_params(), LOGISTIC_REGRESSION_RULES)
-
-        model.coef_ = check_array(fields["coef"], "LogisticRegression state 'coef'", kind="f", shape=(1, None)).astype(np.float64)
-        model.intercept_ = check_array(fields["intercept"], "LogisticRegression state 'intercept'", kind="f", shape=(1,)).astype(np.float64)
-        model.n_features_in_ = int(model.coef_.shape[1])
-        if model.n_features_in_ == 0:
-            raise ValueError("LogisticRegression state 'coef' must have at least 1 feature.")
-        model.classes_ = _classes_from_state(fields["classes"])
+        model = cls()._restore_params(fields["params"], version)
+        model._restore_coefficients(fields)
         _restore_feature_names(model, fields["feature_names"])
         _restore_progress(model, fields)
         return model
+
+    def _restore_params(self, value: object, version: object) -> Self:
+        names = set(VERSION_1_PARAMETERS) if version == 1 else set(LOGISTIC_REGRESSION_RULES)
+        params = dict(check_keys(value, names, "LogisticRegression state 'params'"))
+        pairs = params.get("class_weight")
+        if isinstance(pairs, list):
+            params["class_weight"] = _class_weight_from_pairs(pairs)
+        self.set_params(**params)
+        validate_parameters(type(self).__name__, self.get_params(), LOGISTIC_REGRESSION_RULES)
+        return self
+
+    def _restore_coefficients(self, fields: Mapping[str, object]) -> None:
+        self.classes_ = _classes_from_state(fields["classes"])
+        n_rows = 1 if self.classes_.size == 2 else self.classes_.size
+        coef = check_array(fields["coef"], "LogisticRegression state 'coef'", kind="f", shape=(n_rows, None))
+        intercept = check_array(fields["intercept"], "LogisticRegression state 'intercept'", kind="f", shape=(n_rows,))
+        self.coef_ = coef.astype(np.float64)
+        self.intercept_ = intercept.astype(np.float64)
+        self.n_features_in_ = int(self.coef_.shape[1])
+        if self.n_features_in_ == 0:
+            raise ValueError("LogisticRegression state 'coef' must have at least 1 feature.")
+
+
+def _plain_label(label: object) -> object:
+    """Return a class label as a Python bool, int, float or str for the state."""
+    return label.item() if isinstance(label, np.generic) else label
+
+
+def _class_weight_from_pairs(pairs: list[object]) -> dict[object, float]:
+    weights: dict[object, float] = {}
+    for pair in pairs:
+        if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], (bool, int, float, str))):
+            raise ValueError("LogisticRegression state 'class_weight' must be a list of [label, weight] pairs.")
+        weights[pair[0]] = pair[1]
+    return weights
+
+
+def _class_weights_from_dict(class_weight: Mapping[Any, float], classes: np.ndarray) -> FloatArray:
+    keys = list(class_weight)
+    positions = pd.Index(classes).get_indexer(pd.Index(keys, dtype=object) if classes.dtype == object else keys)
+    unknown = int(np.sum(positions < 0))
+    if unknown:
+        raise ValueError(
+            f"class_weight has {unknown} key(s) that are not among the {classes.size} classes of y; "
+            "use the labels of y as keys."
+        )
+    per_class = np.ones(classes.size)
+    per_class[positions] = [float(class_weight[key]) for key in keys]
+    return per_class
 
 
 def _restore_feature_names(model: LogisticRegression, names: object) -> None:
@@ -407,58 +502,72 @@ def _restore_progress(model: LogisticRegression, fields: Mapping[str, object]) -
         raise ValueError(f"LogisticRegression state 'converged' must be a bool, got {type(converged).__name__}.")
     if not isinstance(history, History):
         raise ValueError(f"LogisticRegression state 'history' must be a History, got {type(history).__name__}.")
-    if not 0 <= n_iter <= model.epochs or len(history) != n_iter:
-        raise ValueError(
-            f"LogisticRegression state 'n_iter' ({n_iter}) must equal the history length ({len(history)}) "
-            f"and be at most epochs ({model.epochs})."
-        )
+    if not 0 <= n_iter <= model.epochs:
+        raise ValueError(f"LogisticRegression state 'n_iter' ({n_iter}) must be between 0 and epochs ({model.epochs}).")
+    _check_history_epochs(history, n_iter, model.record_every)
     model.n_iter_ = n_iter
     model.converged_ = converged
     model.history_ = history
+    _restore_early_stopping(model, fields, n_iter)
+
+
+def _check_history_epochs(history: History, n_iter: int, record_every: int | None) -> None:
+    if not record_every:
+        if len(history):
+            raise ValueError("LogisticRegression state 'history' must be empty when record_every turns recording off.")
+        return
+    last = history.epoch[-1] if len(history) else 0
+    if last != n_iter:
+        raise ValueError(
+            f"LogisticRegression state 'n_iter' ({n_iter}) must equal the last recorded epoch ({last})."
+        )
+
+
+def _restore_early_stopping(model: LogisticRegression, fields: Mapping[str, object], n_iter: int) -> None:
+    best_epoch = fields.get("best_epoch")
+    stopped_early = fields.get("stopped_early", False)
+    if not isinstance(stopped_early, bool):
+        raise ValueError(f"LogisticRegression state 'stopped_early' must be a bool, got {type(stopped_early).__name__}.")
+    if best_epoch is not None and not (
+        isinstance(best_epoch, int) and not isinstance(best_epoch, bool) and 0 <= best_epoch <= n_iter
+    ):
+        raise ValueError(f"LogisticRegression state 'best_epoch' must be None or an int from 0 to n_iter ({n_iter}).")
+    if stopped_early and best_epoch is None:
+        raise ValueError("LogisticRegression state 'best_epoch' must be set when 'stopped_early' is True.")
+    model.best_epoch_ = best_epoch
+    model.stopped_early_ = stopped_early
 
 
 def _classes_from_state(values: object) -> np.ndarray:
-    if not isinstance(values, list) or len(values) != 2:
-        raise ValueError("LogisticRegression state 'classes' must be a list of 2 labels.")
+    if not isinstance(values, list) or len(values) < 2:
+        raise ValueError("LogisticRegression state 'classes' must be a list of at least 2 labels.")
     if all(isinstance(value, str) for value in values):
         classes = np.array(values, dtype=object)
     elif all(isinstance(value, (bool, int, float)) for value in values):
         classes = np.array(values)
     else:
-        raise ValueError("LogisticRegression state 'classes' must be 2 strings or 2 numbers.")
-    if classes[0] == classes[1]:
-        raise ValueError("LogisticRegression state 'classes' must be 2 distinct labels.")
+        raise ValueError("LogisticRegression state 'classes' must be all strings or all numbers.")
+    if len(set(values)) != len(values):
+        raise ValueError("LogisticRegression state 'classes' must be distinct labels.")
     return classes
 
 
-def _encode_binary_labels(labels: np.ndarray) -> tuple[np.ndarray, FloatArray]:
-    """Return the sorted classes and 0/1 targets (1 for ``classes[1]``)."""
+def _encode_labels(labels: np.ndarray) -> tuple[np.ndarray, npt.NDArray[np.intp]]:
+    """Return the sorted classes and each label's index into them."""
     classes = np.unique(labels)
     if classes.dtype.kind in "US":
         classes = classes.astype(object)
     if classes.size == 1:
-        raise ValueError("y contains a single class; LogisticRegression needs samples of 2 classes.")
-    if classes.size > 2:
-        raise ValueError(
-            f"y has {classes.size} classes, but only binary classification is supported: "
-            "multinomial (more than 2 classes) is not supported yet."
-        )
+        raise ValueError("y contains a single class; LogisticRegression needs samples of at least 2 classes.")
     return classes, _encode_known_labels(labels, classes, "y")
 
 
-def _encode_known_labels(labels: np.ndarray, classes: np.ndarray, name: str) -> FloatArray:
+def _encode_known_labels(labels: np.ndarray, classes: np.ndarray, name: str) -> npt.NDArray[np.intp]:
     codes = pd.Index(classes).get_indexer(labels)
     unknown = int(np.sum(codes < 0))
     if unknown:
         raise ValueError(f"{name} has {unknown} label(s) that are not among the {classes.size} classes of y.")
-    return codes.astype(np.float64)
-
-
-def _binary_metrics(logits: FloatArray, targets: FloatArray, prefix: str) -> dict[str, float]:
-    return {
-        f"{prefix}loss": float(np.mean(log_loss_per_sample(logits, targets))),
-        f"{prefix}accuracy": float(np.mean((logits > 0) == (targets == 1.0))),
-    }
+    return codes.astype(np.intp)
 
 
 def _check_same_names(fitted: list[str], given: list[str]) -> None:
