@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from .sealing import Sealed, seal
 
 __version__ = "0.1.0"
-__all__ = ["ConfidentialNBError", "Enclave", "Policy", "RunResult", "Sealed", "default_enclave", "seal", "load_ipython_extension"]
+__all__ = ["ConfidentialNBError", "Enclave", "Policy", "RunResult", "Sealed", "compare", "default_enclave", "seal", "load_ipython_extension"]
 
 logging.getLogger("confidential_nb").addHandler(logging.NullHandler())
 
@@ -35,6 +35,7 @@ _LAZY = {
     "Policy": "policy",
     "RunResult": "results",
     "Sealed": "sealing",
+    "compare": "comparison",
     "seal": "sealing",
 }
 
