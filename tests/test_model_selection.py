@@ -48,6 +48,8 @@ class MajorityClassifier:
 # --- StratifiedKFold --------------------------------------------------------
 
 
+# Random small classes trigger both libraries' small-class warning, tested separately below.
+@pytest.mark.filterwarnings("ignore:.*least populated class:UserWarning")
 def test_stratified_kfold_matches_sklearn_without_shuffle() -> None:
     rng = np.random.default_rng(0)
     for _ in range(60):
@@ -303,3 +305,25 @@ def test_log_loss_of_history_matches_metric() -> None:
     model = converging_model().fit(X.iloc[:60], y[:60], validation_data=(X.iloc[60:], y[60:]))
 
     assert model.history_.val_loss[-1] == pytest.approx(log_loss(y[60:], model.predict_proba(X.iloc[60:])), rel=1e-9)
+
+
+def test_cross_validate_multiclass_scores_match_sklearn() -> None:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(90, 3))
+    y = np.argmax(X + rng.normal(scale=0.5, size=(90, 3)), axis=1)
+    model = LogisticRegression(epochs=2000, learning_rate=0.5, tol=0.01)
+    scoring = ["neg_log_loss", "roc_auc_ovr", "f1_macro"]
+
+    result = cross_validate(model, X, y, cv=3, scoring=scoring, return_estimator=True)
+
+    for fold, (train, test) in enumerate(sklearn.model_selection.StratifiedKFold(3).split(X, y)):
+        fitted = result["estimator"][fold]
+        probabilities = fitted.predict_proba(X[test])
+        # The same formulas on the same inputs, so only rounding differs.
+        assert result["test_neg_log_loss"][fold] == pytest.approx(-sklearn.metrics.log_loss(y[test], probabilities), rel=1e-12)
+        assert result["test_roc_auc_ovr"][fold] == pytest.approx(
+            sklearn.metrics.roc_auc_score(y[test], probabilities, multi_class="ovr"), rel=1e-12
+        )
+        assert result["test_f1_macro"][fold] == pytest.approx(
+            sklearn.metrics.f1_score(y[test], fitted.predict(X[test]), average="macro"), rel=1e-12
+        )
