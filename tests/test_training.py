@@ -873,3 +873,242 @@ def test_logistic_regression_from_state_rejects_malformed(
 def test_logistic_regression_from_state_rejects_non_dict() -> None:
     with pytest.raises(ValueError, match=r"LogisticRegression state must be a dict, got str"):
         LogisticRegression.from_state("coef")
+
+
+# --- LogisticRegression: solvers, weights, history options ------------------
+
+
+def three_class_data() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(90, 3))
+    y = np.argmax(X @ np.array([[1.0, -1.0, 0.0], [0.0, 1.0, -1.0], [0.5, 0.0, 0.5]]) + rng.normal(scale=0.3, size=(90, 3)), axis=1)
+    return X, y
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_logistic_regression_minibatch_seeded(solver: str) -> None:
+    X, y = small_data()
+    params = {"solver": solver, "epochs": 3, "batch_size": 7, "tol": 0.0}
+
+    with pytest.warns(ConvergenceWarning, match=r"mini-batch steps keep a gradient noise floor"):
+        first = LogisticRegression(random_state=5, **params).fit(X, y)
+    with pytest.warns(ConvergenceWarning, match=r"batch_size \(now 7\)"):
+        second = LogisticRegression(random_state=5, **params).fit(X, y)
+    with pytest.warns(ConvergenceWarning):
+        other = LogisticRegression(random_state=6, **params).fit(X, y)
+
+    np.testing.assert_array_equal(first.coef_, second.coef_)
+    assert not np.array_equal(first.coef_, other.coef_)
+
+
+def test_logistic_regression_newton_warning_names_cap() -> None:
+    X, y = small_data()
+
+    with pytest.warns(ConvergenceWarning, match=r"did not converge in 1 epochs \(tol=0.0\): increase epochs \(the iteration cap\) or tol"):
+        model = LogisticRegression(solver="newton", epochs=1, tol=0.0).fit(X, y)
+
+    assert not model.converged_
+
+
+def test_logistic_regression_sgd_diverging_raises() -> None:
+    X, y = small_data()
+
+    with pytest.raises(ValueError, match=r"stochastic gradient descent diverged at epoch 1: the loss overflowed"):
+        LogisticRegression(solver="sgd", learning_rate=1e300, standardize=False).fit(X * 1e5, y)
+
+
+def test_logistic_regression_newton_singular_hessian() -> None:
+    X, y = small_data()
+    duplicated = np.column_stack([X[:, 0], X[:, 0]])
+
+    # Two equal columns make the unpenalized Hessian singular, and every
+    # split of the weight between them is optimal: only the sum is fixed.
+    model = LogisticRegression(solver="newton", penalty=None, standardize=False, tol=1e-9).fit(duplicated, y)
+    single = LogisticRegression(solver="newton", penalty=None, standardize=False, tol=1e-9).fit(X[:, :1], y)
+
+    assert model.converged_
+    assert model.coef_[0].sum() == pytest.approx(single.coef_[0, 0], rel=1e-6)
+    np.testing.assert_allclose(model.predict_proba(duplicated), single.predict_proba(X[:, :1]), atol=1e-9)
+
+
+def test_logistic_regression_balanced_weights_reference() -> None:
+    X, y = small_data()
+    counts = np.bincount(y)
+    as_dict = {label: len(y) / (2 * count) for label, count in enumerate(counts)}
+
+    balanced = LogisticRegression(class_weight="balanced").fit(X, y)
+    explicit = LogisticRegression(class_weight=as_dict).fit(X, y)
+
+    np.testing.assert_allclose(balanced.coef_, explicit.coef_, rtol=1e-12)
+
+
+def test_logistic_regression_class_weight_unknown_key() -> None:
+    X, y = small_data()
+
+    with pytest.raises(ValueError, match=r"class_weight has 1 key\(s\) that are not among the 2 classes of y; use the labels of y"):
+        LogisticRegression(class_weight={0: 1.0, 7: 2.0}).fit(X, y)
+
+
+def test_logistic_regression_class_weight_all_zero() -> None:
+    X, y = small_data()
+
+    with pytest.raises(ValueError, match=r"class_weight gives every sample of y weight 0"):
+        LogisticRegression(class_weight={0: 0.0, 1: 0.0}).fit(X, y)
+
+
+def test_logistic_regression_string_class_weight_keys() -> None:
+    X, y = small_data()
+    labels = np.where(y == 1, "spam", "ham")
+
+    named = LogisticRegression(class_weight={"spam": 3.0}).fit(X, labels)
+    coded = LogisticRegression(class_weight={1: 3.0}).fit(X, y)
+
+    np.testing.assert_array_equal(named.coef_, coded.coef_)
+
+
+def test_logistic_regression_float32_stays_float32(monkeypatch: pytest.MonkeyPatch) -> None:
+    from confidential_nb.training import _solvers
+
+    seen: list[np.dtype[Any]] = []
+    original = _solvers.evaluate
+
+    def spy(problem: Any, weights: Any, intercept: Any, rows: Any = None) -> Any:
+        seen.append(problem.features.dtype)
+        seen.append(weights.dtype)
+        return original(problem, weights, intercept, rows)
+
+    monkeypatch.setattr(_solvers, "evaluate", spy)
+    X, y = small_data()
+    model = LogisticRegression().fit(X.astype(np.float32), y)
+
+    assert set(seen) == {np.dtype(np.float32)}
+    assert model.coef_.dtype == np.float64
+    # float32 rounding moves the optimum by about its epsilon times the condition.
+    np.testing.assert_allclose(model.coef_, LogisticRegression().fit(X, y).coef_, atol=1e-4)
+
+
+def test_logistic_regression_record_every_thins_history() -> None:
+    X, y = small_data()
+
+    model = LogisticRegression(record_every=7, tol=1e-6, epochs=5000).fit(X, y)
+
+    assert model.history_.epoch[:3] == [7, 14, 21]
+    assert model.history_.epoch[-1] == model.n_iter_
+    assert model.n_iter_ % 7 != 0
+    assert model.history_.to_frame().index[-1] == model.n_iter_
+    restored = LogisticRegression.from_state(model.to_state())
+    assert restored.history_ == model.history_
+
+
+@pytest.mark.parametrize("record_every", [None, 0])
+def test_logistic_regression_record_off(record_every: int | None) -> None:
+    X, y = small_data()
+
+    model = LogisticRegression(record_every=record_every).fit(X, y)
+
+    assert len(model.history_) == 0
+    assert model.n_iter_ > 0
+    assert LogisticRegression.from_state(model.to_state()).n_iter_ == model.n_iter_
+
+
+def test_logistic_regression_early_stopping_keeps_best() -> None:
+    X, y = small_data()
+    rng = np.random.default_rng(3)
+    # Validation labels unrelated to X make the validation loss rise once
+    # the model fits the training data.
+    X_val, y_val = rng.normal(size=(40, 3)), rng.integers(0, 2, size=40)
+
+    model = LogisticRegression(patience=5, tol=0.0, epochs=300).fit(X, y, validation_data=(X_val, y_val))
+
+    assert model.stopped_early_
+    assert not model.converged_
+    assert model.best_epoch_ is not None
+    assert model.n_iter_ == model.best_epoch_ + 5
+    best_loss = min(model.history_.val_loss)
+    assert model.history_.val_loss[model.best_epoch_ - 1] == best_loss
+    assert log_loss(y_val, model.predict_proba(X_val)) == pytest.approx(best_loss, rel=1e-9)
+    restored = LogisticRegression.from_state(model.to_state())
+    assert (restored.best_epoch_, restored.stopped_early_) == (model.best_epoch_, True)
+
+
+def test_logistic_regression_patience_needs_validation() -> None:
+    X, y = small_data()
+
+    model = LogisticRegression(patience=1).fit(X, y)
+
+    assert model.best_epoch_ is None
+    assert not model.stopped_early_
+    assert model.converged_
+
+
+def test_logistic_regression_multiclass_state_round_trip() -> None:
+    X, y = three_class_data()
+    model = LogisticRegression(solver="newton", class_weight={0: 2.0, 2: 0.5}).fit(X, y)
+
+    restored = LogisticRegression.from_state(model.to_state())
+
+    np.testing.assert_array_equal(restored.predict_proba(X), model.predict_proba(X))
+    assert restored.class_weight == {0: 2.0, 2: 0.5}
+    assert restored.coef_.shape == (3, 3)
+
+
+def test_logistic_regression_multiclass_gd_learns() -> None:
+    X, y = three_class_data()
+
+    model = LogisticRegression().fit(X, y)
+
+    assert model.converged_
+    assert model.score(X, y) >= 0.8
+    assert model.history_.accuracy[-1] == model.score(X, y)
+    probabilities = model.predict_proba(X)
+    expected_loss = -np.mean(np.log(probabilities[np.arange(len(y)), y]))
+    assert model.history_.loss[-1] == pytest.approx(expected_loss, rel=1e-9)
+
+
+def test_logistic_regression_version_1_state_loads(fitted: LogisticRegression, split: list[Any]) -> None:
+    _, X_test, _, _ = split
+    state = fitted.to_state()
+    state["version"] = 1
+    del state["best_epoch"], state["stopped_early"]
+    state["params"] = {name: value for name, value in fitted.get_params().items() if name in {
+        "epochs", "learning_rate", "C", "penalty", "fit_intercept", "standardize", "tol", "random_state", "solver"
+    }}
+
+    restored = LogisticRegression.from_state(state)
+
+    np.testing.assert_array_equal(restored.predict_proba(X_test), fitted.predict_proba(X_test))
+    assert restored.class_weight is None
+    assert restored.best_epoch_ is None
+
+
+def test_history_record_at_needs_later_epoch() -> None:
+    history = History()
+    history.record_at(3, 0.1, loss=0.5, accuracy=0.5)
+
+    with pytest.raises(ValueError, match=r"record_at\(\) needs an epoch after 3, got 3"):
+        history.record_at(3, 0.1, loss=0.4, accuracy=0.6)
+    assert history.epoch == [3]
+    assert repr(history) == "History(epochs=1, last epoch=3, final: loss=0.5, accuracy=0.5)"
+
+
+@pytest.mark.parametrize(
+    ("epochs", "match"),
+    [
+        (np.array([0, 2]), r"'epoch' must be increasing epoch numbers starting at 1"),
+        (np.array([3, 2]), r"'epoch' must be increasing"),
+        (np.array([1.0, 2.0]), r"'epoch' must have dtype kind 'i'"),
+        (np.array([1]), r"'epoch' must have shape \(2,\)"),
+    ],
+)
+def test_history_from_state_rejects_bad_epochs(epochs: np.ndarray, match: str) -> None:
+    state = make_history().to_state()
+    state["epoch"] = epochs
+
+    with pytest.raises(ValueError, match=match):
+        History.from_state(state)
+
+
+def test_history_every_epoch_state_has_old_layout() -> None:
+    state = make_history().to_state()
+
+    assert set(state) == {"metrics", "time"}

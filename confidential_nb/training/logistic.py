@@ -119,7 +119,10 @@ class LogisticRegression:
     breast cancer data, standardized and split as in the package example
     (``test_size=0.33, random_state=0``), gradient descent stops after 214 of
     the default 300 epochs. For coefficients close to the exact optimum, set
-    a small ``tol`` and use ``solver="newton"``, or many more epochs. On
+    a small ``tol`` and use ``solver="newton"``, or many more epochs: on the
+    standardized bundled data (all 569 rows, ``C=1``), gradient descent
+    with ``learning_rate=1.0`` first gets within 1e-3 of the exact training
+    log loss at epoch 559, and with the default 0.1 not within 3000. On
     unscaled features the gradient is large, so ``standardize=False`` usually
     ends with the warning. Stochastic solvers rarely get below a small tol.
 
@@ -303,8 +306,13 @@ class LogisticRegression:
         # Solver weights are (d,) for two classes and (d, k) for more; coef_
         # is (1, d) or (k, d) on the input's scale, as in scikit-learn.
         standardized = np.asarray(weights, dtype=np.float64).reshape(weights.shape[0], -1).T
+        shifts = np.asarray(intercept, dtype=np.float64).reshape(-1)
+        if shifts.size > 2 and self.fit_intercept:
+            # Adding one constant to every class's intercept leaves the
+            # softmax unchanged, so centre them as scikit-learn does.
+            shifts = shifts - shifts.mean()
         self.coef_ = standardized / scaler.scale
-        self.intercept_ = np.asarray(intercept, dtype=np.float64).reshape(-1) - self.coef_ @ scaler.mean
+        self.intercept_ = shifts - self.coef_ @ scaler.mean
         self.classes_ = classes
         self.n_features_in_ = int(self.coef_.shape[1])
 
