@@ -78,3 +78,8 @@ def test_failure_unknown_kind_internal(header):
     guarded = guard_failure(header, "x", text_allowed=True)
     assert guarded["kind"] == "internal"
     assert guarded["message"] == "the runner sent a malformed reply and was stopped"
+
+
+def test_warnings_undefined_metric_kept():
+    kept = guarded_warnings(["UndefinedMetricWarning: precision is ill-defined"], text_allowed=True)
+    assert kept == ["UndefinedMetricWarning: precision is ill-defined"]

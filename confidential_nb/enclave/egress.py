@@ -26,7 +26,7 @@ MAX_WARNINGS = 20
 GENERIC_EXCEPTION = "an exception class defined outside Python, numpy, pandas and confidential_nb"
 
 # The library's warning classes; a warning text must start with one of these names.
-LIBRARY_WARNINGS = frozenset({"ConvergenceWarning"})
+LIBRARY_WARNINGS = frozenset({"ConvergenceWarning", "UndefinedMetricWarning"})
 _TRUSTED_PACKAGES = ("numpy", "pandas", "confidential_nb")
 _DOTTED_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _RESOURCES = frozenset({"memory", "file size"})

@@ -184,9 +184,10 @@ def _filter_warnings(caught: list[warnings.WarningMessage]) -> tuple[list[str], 
     passed: list[str] = []
     withheld = 0
     from ..training import ConvergenceWarning
+    from ..training.metrics import UndefinedMetricWarning
 
     for warning in caught:
-        if warning.category is ConvergenceWarning and len(passed) < 20:
+        if warning.category in (ConvergenceWarning, UndefinedMetricWarning) and len(passed) < 20:
             passed.append(f"{warning.category.__name__}: {str(warning.message)[:_MAX_MESSAGE_CHARS]}")
         else:
             withheld += 1
