@@ -454,3 +454,10 @@ def test_enclave_trains_both_models(enclave: Any, breast_cancer: pd.DataFrame) -
     assert run.value["svc"].score(X_test, y_test) >= 0.95
     assert run.value["mlp_accuracy"] == local.score(X_test, y_test)
     np.testing.assert_array_equal(run.value["mlp"].predict(X_test), local.predict(X_test))
+
+
+def test_models_exported_from_training_package():
+    import confidential_nb.training as training
+
+    assert training.LinearSVC is LinearSVC
+    assert training.MLPClassifier is MLPClassifier

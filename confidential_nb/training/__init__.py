@@ -19,24 +19,28 @@ from confidential_nb.training.metrics import (
     recall_score,
     roc_auc_score,
 )
+from confidential_nb.training.mlp import MLPClassifier
 from confidential_nb.training.model_selection import StratifiedKFold, cross_validate
 from confidential_nb.training.split import train_test_split
+from confidential_nb.training.svm import LinearSVC
 
 __all__ = [
     "ConvergenceWarning",
     "History",
+    "LinearSVC",
     "LogisticRegression",
+    "MLPClassifier",
     "NotFittedError",
     "StratifiedKFold",
-    "cross_validate",
     "UndefinedMetricWarning",
+    "accuracy_score",
+    "confusion_matrix",
+    "cross_validate",
     "f1_score",
+    "log_loss",
     "precision_recall_fscore_support",
     "precision_score",
     "recall_score",
     "roc_auc_score",
-    "accuracy_score",
-    "confusion_matrix",
-    "log_loss",
     "train_test_split",
 ]
