@@ -972,10 +972,10 @@ def test_logistic_regression_float32_stays_float32(monkeypatch: pytest.MonkeyPat
     seen: list[np.dtype[Any]] = []
     original = _solvers.evaluate
 
-    def spy(problem: Any, weights: Any, intercept: Any, rows: Any = None) -> Any:
+    def spy(problem: Any, weights: Any, intercept: Any, rows: Any = None, with_metrics: bool = True) -> Any:
         seen.append(problem.features.dtype)
         seen.append(weights.dtype)
-        return original(problem, weights, intercept, rows)
+        return original(problem, weights, intercept, rows, with_metrics)
 
     monkeypatch.setattr(_solvers, "evaluate", spy)
     X, y = small_data()
