@@ -129,9 +129,10 @@ def test_first_order_solvers_approach_newton(solver: str) -> None:
     with pytest.warns(match="did not converge in 300 epochs"):
         model.fit(X, y)
 
-    # Mini-batch steps stop in a noise ball around the optimum whose radius
-    # grows with the step size, so 1e-2 on the loss is what 300 epochs give.
-    assert model.history_.loss[-1] == pytest.approx(exact.history_.loss[-1], abs=1e-2)
+    # The loss starts 0.2 to 0.4 above the optimum. Mini-batch steps end in
+    # a noise ball around it that grows with the step size: 300 epochs leave
+    # gaps of at most 2.2e-4 (adam) on this machine, so 1e-3 has 4x room.
+    assert model.history_.loss[-1] == pytest.approx(exact.history_.loss[-1], abs=1e-3)
 
 
 def test_gradient_descent_epochs_to_exact_loss(standardized_cancer: tuple[np.ndarray, np.ndarray]) -> None:

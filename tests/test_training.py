@@ -631,6 +631,7 @@ def test_logistic_regression_keyword_only() -> None:
         ({"class_weight": {0: -1.0}}, r"class_weight=\{0: -1.0\}: expected None, 'balanced'"),
         ({"class_weight": {}}, r"class_weight=\{\}: expected None, 'balanced' or a non-empty dict"),
         ({"batch_size": 0}, r"batch_size=0: expected an int >= 1"),
+        ({"learning_rate_decay": -0.5}, r"learning_rate_decay=-0.5: expected a finite number >= 0"),
         ({"patience": 0}, r"patience=0: expected None or an int >= 1"),
         ({"record_every": -1}, r"record_every=-1: expected None or an int >= 0 \(None and 0 turn recording off\)"),
     ],
@@ -1112,3 +1113,24 @@ def test_history_every_epoch_state_has_old_layout() -> None:
     state = make_history().to_state()
 
     assert set(state) == {"metrics", "time"}
+
+
+def test_logistic_regression_learning_rate_decay_schedule() -> None:
+    X, y = small_data()
+
+    def gradient(weights: np.ndarray, bias: float) -> tuple[np.ndarray, float]:
+        residuals = 1.0 / (1.0 + np.exp(-(X @ weights + bias))) - y
+        return X.T @ residuals / len(y), float(residuals.mean())
+
+    # Epoch 1 steps with 0.2, epoch 2 with 0.2 / (1 + 1.0 * 1) = 0.1.
+    weight_step, bias_step = gradient(np.zeros(3), 0.0)
+    weights, bias = -0.2 * weight_step, -0.2 * bias_step
+    weight_step, bias_step = gradient(weights, bias)
+    weights, bias = weights - 0.1 * weight_step, bias - 0.1 * bias_step
+    with pytest.warns(ConvergenceWarning, match=r"did not converge in 2 epochs"):
+        model = LogisticRegression(
+            epochs=2, learning_rate=0.2, learning_rate_decay=1.0, penalty=None, standardize=False
+        ).fit(X, y)
+
+    np.testing.assert_allclose(model.coef_[0], weights, rtol=1e-12)
+    assert model.intercept_[0] == pytest.approx(bias, rel=1e-12)

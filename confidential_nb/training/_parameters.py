@@ -59,6 +59,7 @@ LOGISTIC_REGRESSION_RULES: dict[str, ParameterRule] = {
     "class_weight": ParameterRule(
         "None, 'balanced' or a non-empty dict of class label to a finite number >= 0", _is_class_weight
     ),
+    "learning_rate_decay": ParameterRule("a finite number >= 0", lambda value: _is_real(value) and value >= 0),
     "batch_size": ParameterRule("an int >= 1", lambda value: _is_int(value) and value >= 1),
     "patience": ParameterRule("None or an int >= 1", lambda value: value is None or (_is_int(value) and value >= 1)),
     "record_every": ParameterRule(

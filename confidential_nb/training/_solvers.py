@@ -5,10 +5,10 @@ sample weights S so that it is a weighted mean:
 
     J(W, b) = sum_i s_i * loss_i / S + 0.5 / (C * S) * ||W||^2
 
-where ``loss_i`` is the binary cross-entropy (two classes, one column of
-weights) or the softmax cross-entropy over all classes (more than two, one
-column per class, every column penalised), ``s_i`` is the sample's class
-weight and the intercept ``b`` is not penalised. Dividing by a constant does
+where ``s_i`` is the sample's class weight and the intercept ``b`` is not
+penalised. ``loss_i`` is the binary cross-entropy with one weight column for
+two classes. For more it is the softmax cross-entropy over all classes, with
+one penalised weight column per class. Dividing by a constant does
 not move the minimiser, so the optimum is scikit-learn's.
 
 Every solver works in the dtype of the features (float32 or float64) except
@@ -155,8 +155,8 @@ def evaluate(
     if sample_weight is not None:
         residuals *= sample_weight if residuals.ndim == 1 else sample_weight[:, None]
 
-    # The data term's gradient is sum_i s_i * r_i * x_i / S; a batch of m of
-    # the n rows estimates it with the factor n / m.
+    # The data term's gradient is sum_i s_i * r_i * x_i / S, and a batch of
+    # m of the n rows estimates it with the factor n / m.
     scale = problem.weight_sum * len(codes) / problem.features.shape[0]
     weight_gradient = features.T @ residuals
     weight_gradient /= scale
@@ -256,6 +256,7 @@ class SolverSettings:
     solver: str
     epochs: int
     learning_rate: float
+    learning_rate_decay: float
     tol: float
     batch_size: int
     random_state: int | None
@@ -284,10 +285,11 @@ def solve(problem: Problem, settings: SolverSettings, monitor: Monitor) -> Outco
     for epoch in range(1, settings.epochs + 1):
         started = time.perf_counter()
         with_metrics = monitor.due(epoch) or epoch % _LOSS_CHECK_EVERY == 0 or epoch == settings.epochs
-        # Overflow needs an absurd learning rate; the finiteness check below
-        # reports it as divergence instead of as a RuntimeWarning.
+        # Overflow needs an absurd learning rate, and the finiteness check
+        # below reports it as divergence instead of as a RuntimeWarning.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            weights, intercept, evaluation = step(weights, intercept, evaluation, with_metrics)
+            rate = settings.learning_rate / (1.0 + settings.learning_rate_decay * (epoch - 1))
+            weights, intercept, evaluation = step(weights, intercept, evaluation, rate, with_metrics)
             gradient_norm = evaluation.gradient_norm()
         if not (np.isfinite(gradient_norm) and (np.isfinite(evaluation.objective) or not with_metrics)):
             raise DivergedError(epoch)
@@ -322,16 +324,15 @@ def _record_last_epoch(monitor: Monitor, problem: Problem, epoch: int, weights: 
     monitor.end_epoch(epoch, started, evaluate(problem, weights, intercept), weights, intercept, last=True)
 
 
-# A step takes the parameters, their evaluation and whether the new
-# evaluation needs its metrics, and returns the new parameters and evaluation.
-Step = Callable[[RealArray, RealArray, Evaluation, bool], tuple[RealArray, RealArray, Evaluation]]
+# A step takes the parameters, their evaluation, the epoch's learning rate
+# and whether the new evaluation needs its metrics, and returns the new
+# parameters and evaluation.
+Step = Callable[[RealArray, RealArray, Evaluation, float, bool], tuple[RealArray, RealArray, Evaluation]]
 
 
 def _gradient_descent(problem: Problem, settings: SolverSettings) -> Step:
-    rate = settings.learning_rate
-
     def step(
-        weights: RealArray, intercept: RealArray, evaluation: Evaluation, with_metrics: bool
+        weights: RealArray, intercept: RealArray, evaluation: Evaluation, rate: float, with_metrics: bool
     ) -> tuple[RealArray, RealArray, Evaluation]:
         weights = weights - rate * evaluation.weight_gradient
         intercept = intercept - rate * evaluation.intercept_gradient
@@ -340,19 +341,21 @@ def _gradient_descent(problem: Problem, settings: SolverSettings) -> Step:
     return step
 
 
-def _minibatch_steps(problem: Problem, settings: SolverSettings, update: Callable[[RealArray, RealArray, Evaluation], None]) -> Step:
+def _minibatch_steps(
+    problem: Problem, settings: SolverSettings, update: Callable[[RealArray, RealArray, Evaluation, float], None]
+) -> Step:
     rng = np.random.default_rng(settings.random_state)
     n_samples = problem.features.shape[0]
 
     def step(
-        weights: RealArray, intercept: RealArray, evaluation: Evaluation, with_metrics: bool
+        weights: RealArray, intercept: RealArray, evaluation: Evaluation, rate: float, with_metrics: bool
     ) -> tuple[RealArray, RealArray, Evaluation]:
         weights = weights.copy()
         intercept = intercept.copy()
         order = rng.permutation(n_samples)
         for start in range(0, n_samples, settings.batch_size):
             rows = np.sort(order[start : start + settings.batch_size])
-            update(weights, intercept, evaluate(problem, weights, intercept, rows, with_metrics=False))
+            update(weights, intercept, evaluate(problem, weights, intercept, rows, with_metrics=False), rate)
         # One full pass measures the epoch's result for the convergence test
         # and the history.
         return weights, intercept, evaluate(problem, weights, intercept, with_metrics=with_metrics)
@@ -361,9 +364,7 @@ def _minibatch_steps(problem: Problem, settings: SolverSettings, update: Callabl
 
 
 def _stochastic_gradient_descent(problem: Problem, settings: SolverSettings) -> Step:
-    rate = settings.learning_rate
-
-    def update(weights: RealArray, intercept: RealArray, batch: Evaluation) -> None:
+    def update(weights: RealArray, intercept: RealArray, batch: Evaluation, rate: float) -> None:
         weights -= rate * batch.weight_gradient
         intercept -= rate * batch.intercept_gradient
 
@@ -376,10 +377,10 @@ def _adam(problem: Problem, settings: SolverSettings) -> Step:
     squares = [np.zeros_like(weights), np.zeros_like(intercept)]
     updates = [0]
 
-    def update(weights: RealArray, intercept: RealArray, batch: Evaluation) -> None:
+    def update(weights: RealArray, intercept: RealArray, batch: Evaluation, base_rate: float) -> None:
         updates[0] += 1
         count = updates[0]
-        rate = settings.learning_rate * np.sqrt(1.0 - _ADAM_BETA2**count) / (1.0 - _ADAM_BETA1**count)
+        rate = base_rate * np.sqrt(1.0 - _ADAM_BETA2**count) / (1.0 - _ADAM_BETA1**count)
         for parameter, gradient, moment, square in zip(
             (weights, intercept), (batch.weight_gradient, batch.intercept_gradient), moments, squares
         ):
@@ -394,7 +395,7 @@ def _adam(problem: Problem, settings: SolverSettings) -> Step:
 
 def _newton(problem: Problem, settings: SolverSettings) -> Step:
     def step(
-        weights: RealArray, intercept: RealArray, evaluation: Evaluation, with_metrics: bool
+        weights: RealArray, intercept: RealArray, evaluation: Evaluation, rate: float, with_metrics: bool
     ) -> tuple[RealArray, RealArray, Evaluation]:
         # The line search compares objectives, so every evaluation here has its metrics.
         if not np.isfinite(evaluation.objective):

@@ -91,8 +91,10 @@ class LogisticRegression:
       as 1e-8) for parity with scikit-learn.
 
     ``learning_rate`` is a number, the step size. scikit-learn's
-    ``SGDClassifier`` uses that name for the schedule; it takes ``eta0`` for
-    the number.
+    ``SGDClassifier`` uses that name for the schedule and takes ``eta0`` for
+    the number. Here the schedule is ``learning_rate_decay``: epoch t (from
+    1) uses ``learning_rate / (1 + learning_rate_decay * (t - 1))``, so the
+    default 0 keeps the step constant. Newton's method ignores both.
 
     ``class_weight`` is None, ``"balanced"`` (weights ``n_samples /
     (n_classes * count of the class)``, as scikit-learn computes them) or a
@@ -155,6 +157,7 @@ class LogisticRegression:
         random_state: int | None = None,
         solver: str = "gd",
         class_weight: str | Mapping[Any, float] | None = None,
+        learning_rate_decay: float = 0.0,
         batch_size: int = 32,
         patience: int | None = None,
         record_every: int | None = 1,
@@ -169,6 +172,7 @@ class LogisticRegression:
         self.random_state = random_state
         self.solver = solver
         self.class_weight = class_weight
+        self.learning_rate_decay = learning_rate_decay
         self.batch_size = batch_size
         self.patience = patience
         self.record_every = record_every
@@ -244,7 +248,13 @@ class LogisticRegression:
             fit_intercept=self.fit_intercept,
         )
         settings = SolverSettings(
-            self.solver, self.epochs, float(self.learning_rate), float(self.tol), self.batch_size, self.random_state
+            self.solver,
+            self.epochs,
+            float(self.learning_rate),
+            float(self.learning_rate_decay),
+            float(self.tol),
+            self.batch_size,
+            self.random_state,
         )
         if validation is not None:
             val_features = validation[0].astype(features.dtype, copy=False)
