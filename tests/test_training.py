@@ -1134,3 +1134,20 @@ def test_logistic_regression_learning_rate_decay_schedule() -> None:
 
     np.testing.assert_allclose(model.coef_[0], weights, rtol=1e-12)
     assert model.intercept_[0] == pytest.approx(bias, rel=1e-12)
+
+
+def test_logistic_regression_result_codec_round_trip() -> None:
+    from confidential_nb.result_codec import decode_result, encode_result
+
+    X, y = three_class_data()
+    labels = np.array(["low", "mid", "high"], dtype=object)[y]
+    model = LogisticRegression(solver="newton", class_weight={"low": 2.0}, record_every=3, tol=1e-8)
+    model.fit(X, labels, validation_data=(X, labels))
+
+    restored = decode_result(encode_result(model))
+
+    assert isinstance(restored, LogisticRegression)
+    np.testing.assert_array_equal(restored.predict_proba(X), model.predict_proba(X))
+    assert restored.class_weight == {"low": 2.0}
+    assert restored.history_.epoch == model.history_.epoch
+    assert list(restored.classes_) == ["high", "low", "mid"]
