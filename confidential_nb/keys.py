@@ -323,7 +323,8 @@ def _create_key(home: Path, kem: str) -> PublicKey:
     from .platform import platform_sign
 
     endorsement = platform_sign(_platform_key(home), endorsement_message(public))
-    created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    # Microseconds keep two keys made within one second in creation order for `list_keys`.
+    created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
     public_document = {"key": public.to_dict(), "endorsement": b64(endorsement), "created": created}
 
     directory = _key_directory(home, public.fingerprint)

@@ -156,3 +156,9 @@ def test_seal_reports_unusable_key_home_in_one_line(tmp_path, monkeypatch):
     with pytest.raises(KeyHomeError, match="earlier development version") as caught:
         confidential_nb.seal(b"x")
     assert "Traceback" not in str(caught.value)
+
+
+def test_keys_listed_in_creation_order(tmp_path):
+    created = [ensure_keys(tmp_path).public.fingerprint]
+    created += [rotate_keys(tmp_path).fingerprint for _ in range(3)]
+    assert [info.fingerprint for info in list_keys(tmp_path)] == created
