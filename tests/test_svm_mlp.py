@@ -208,6 +208,9 @@ def test_linear_svc_too_large_learning_rate_warns() -> None:
         ({"epochs": 0}, r"epochs=0: expected an int >= 1"),
         ({"fit_intercept": 1}, r"fit_intercept=1: expected a bool"),
         ({"random_state": -1}, r"random_state=-1: expected None or an int >= 0"),
+        ({"record_every": -1}, r"record_every=-1: expected None or an int >= 0 \(None and 0 turn recording off\)"),
+        ({"record_every": 2.0}, r"record_every=2.0: expected None or an int >= 0"),
+        ({"record_every": True}, r"record_every=True: expected None or an int >= 0"),
     ],
 )
 def test_linear_svc_rejects_bad_parameters(params: dict[str, Any], match: str) -> None:
@@ -283,7 +286,14 @@ def test_linear_svc_state_round_trip() -> None:
         (lambda state: state.update(coef=np.zeros((2, 8)), intercept=np.zeros(2)), r"'coef' must have 3 row\(s\) for 3 classes"),
         (lambda state: state.update(coef=np.full((3, 8), np.inf)), r"'coef' must contain finite values"),
         (lambda state: state.update(classes=[2, 1, 0]), r"'classes' must be distinct labels in sorted order"),
-        (lambda state: state.update(n_iter=-1), r"'n_iter' \(-1\) must equal the history length"),
+        (lambda state: state.update(n_iter=-1), r"'n_iter' \(-1\) must be between 0 and epochs \(2000\)"),
+        (lambda state: state.update(n_iter=state["n_iter"] - 1), r"'history' must contain the epochs that record_every=1 keeps"),
+        (lambda state: state["params"].update(record_every=None), r"'history' must be empty when record_every turns recording off"),
+        (lambda state: state["params"].update(record_every=2), r"record_every=2 keeps up to n_iter \(\d+\), but it contains \d+ epochs"),
+        (lambda state: state["params"].update(record_every=-1), r"invalid LinearSVC parameter record_every=-1"),
+        (lambda state: state.update(version=3), r"must have format .* and version 1 or 2"),
+        (lambda state: state.update(version=True), r"must have format .* and version 1 or 2"),
+        (lambda state: state.update(version=1), r"'params' has missing keys \[\] and unexpected keys \['record_every'\]"),
         (lambda state: state["params"].update(C=-1.0), r"invalid LinearSVC parameter C=-1.0"),
     ],
 )
@@ -294,6 +304,61 @@ def test_linear_svc_from_state_rejects_malformed(mutate: Any, match: str) -> Non
 
     with pytest.raises(ValueError, match=match):
         LinearSVC.from_state(state)
+
+
+@pytest.mark.parametrize("loss", ["squared_hinge", "hinge"])
+def test_linear_svc_record_every_thins_history(loss: str) -> None:
+    X, y = small_data()
+    X_val, y_val = X[:20], y[:20]
+    every_epoch = LinearSVC(loss=loss, epochs=200).fit(X, y, validation_data=(X_val, y_val))
+
+    model = LinearSVC(loss=loss, epochs=200, record_every=6).fit(X, y, validation_data=(X_val, y_val))
+
+    assert model.converged_
+    assert model.n_iter_ == every_epoch.n_iter_
+    # Training stops at epoch 28 (squared hinge) or 70 (hinge), which
+    # thinning would skip, so the last epoch is recorded on its own.
+    assert model.n_iter_ % 6 != 0
+    assert model.history_.epoch[:3] == [6, 12, 18]
+    assert model.history_.epoch[-1] == model.n_iter_
+    assert len(model.history_) == model.n_iter_ // 6 + 1
+    assert model.history_.to_frame().index[-1] == model.n_iter_
+    # Thinning skips recording only, so the recorded epochs carry the
+    # same values as in an every-epoch history.
+    full = every_epoch.history_.to_frame()
+    pd.testing.assert_frame_equal(model.history_.to_frame(), full.loc[model.history_.epoch])
+    np.testing.assert_array_equal(model.coef_, every_epoch.coef_)
+
+
+@pytest.mark.parametrize("record_every", [None, 0])
+def test_linear_svc_record_off(record_every: int | None) -> None:
+    X, y = small_data()
+
+    model = LinearSVC(record_every=record_every).fit(X, y, validation_data=(X[:20], y[:20]))
+
+    assert len(model.history_) == 0
+    assert model.history_.keys() == ["loss", "accuracy", "val_loss", "val_accuracy"]
+    assert model.n_iter_ > 0
+    assert model.converged_
+    restored = LinearSVC.from_state(model.to_state())
+    assert restored.n_iter_ == model.n_iter_
+    assert len(restored.history_) == 0
+
+
+def test_linear_svc_loads_version_1_state() -> None:
+    X, y = three_classes()
+    model = LinearSVC(C=0.5).fit(X, y)
+    state = model.to_state()
+    # A state as version 1 wrote it: no record_every among the parameters.
+    state["version"] = 1
+    state["params"] = {name: value for name, value in state["params"].items() if name != "record_every"}
+
+    restored = LinearSVC.from_state(state)
+
+    assert restored.record_every == 1
+    assert restored.C == 0.5
+    assert restored.history_ == model.history_
+    np.testing.assert_array_equal(restored.predict(X), model.predict(X))
 
 
 # --- MLPClassifier -----------------------------------------------------------
@@ -371,6 +436,8 @@ def test_mlp_classifier_multiclass() -> None:
         ({"batch_size": 1.5}, r"batch_size=1.5: expected an int >= 1"),
         ({"alpha": -1.0}, r"alpha=-1.0: expected a finite number >= 0"),
         ({"learning_rate": float("nan")}, r"learning_rate=nan: expected a finite number > 0"),
+        ({"record_every": -3}, r"record_every=-3: expected None or an int >= 0 \(None and 0 turn recording off\)"),
+        ({"record_every": "10"}, r"record_every='10': expected None or an int >= 0"),
     ],
 )
 def test_mlp_classifier_rejects_bad_parameters(params: dict[str, Any], match: str) -> None:
@@ -419,6 +486,89 @@ def test_mlp_classifier_from_state_rejects_wrong_shapes() -> None:
         MLPClassifier.from_state(state)
 
 
+# On small_data these settings pass the stopping test after 97 epochs.
+CONVERGING_MLP: dict[str, Any] = {"learning_rate": 0.01, "tol": 1e-3, "random_state": 0}
+
+
+def test_mlp_classifier_record_every_thins_history() -> None:
+    X, y = small_data()
+    X_val, y_val = X[:20], y[:20]
+    every_epoch = MLPClassifier(**CONVERGING_MLP).fit(X, y, validation_data=(X_val, y_val))
+
+    model = MLPClassifier(**CONVERGING_MLP, record_every=4).fit(X, y, validation_data=(X_val, y_val))
+
+    assert model.converged_
+    assert model.n_iter_ == every_epoch.n_iter_
+    assert model.n_iter_ % 4 != 0
+    assert model.history_.epoch[:3] == [4, 8, 12]
+    assert model.history_.epoch[-1] == model.n_iter_
+    assert len(model.history_) == model.n_iter_ // 4 + 1
+    # The same seed takes the same steps, so the recorded epochs match.
+    full = every_epoch.history_.to_frame()
+    pd.testing.assert_frame_equal(model.history_.to_frame(), full.loc[model.history_.epoch])
+    np.testing.assert_array_equal(model.hidden_weights_, every_epoch.hidden_weights_)
+
+
+def test_mlp_classifier_record_every_not_converged() -> None:
+    X, y = small_data()
+
+    with pytest.warns(ConvergenceWarning, match=r"did not converge in 10 epochs"):
+        model = MLPClassifier(epochs=10, n_iter_no_change=50, random_state=0, record_every=3).fit(X, y)
+
+    assert model.n_iter_ == 10
+    assert model.history_.epoch == [3, 6, 9, 10]
+
+
+@pytest.mark.parametrize("record_every", [None, 0])
+def test_mlp_classifier_record_off(record_every: int | None) -> None:
+    X, y = small_data()
+
+    model = MLPClassifier(**CONVERGING_MLP, record_every=record_every).fit(X, y, validation_data=(X[:20], y[:20]))
+
+    assert len(model.history_) == 0
+    assert model.n_iter_ > 0
+    assert model.converged_
+    restored = MLPClassifier.from_state(model.to_state())
+    assert restored.n_iter_ == model.n_iter_
+    assert len(restored.history_) == 0
+    np.testing.assert_array_equal(restored.predict_proba(X), model.predict_proba(X))
+
+
+def test_mlp_classifier_loads_version_1_state() -> None:
+    X, y = xor_data()
+    with pytest.warns(ConvergenceWarning):
+        model = MLPClassifier(epochs=5, hidden_units=4, random_state=0).fit(X, y)
+    state = model.to_state()
+    state["version"] = 1
+    state["params"] = {name: value for name, value in state["params"].items() if name != "record_every"}
+
+    restored = MLPClassifier.from_state(state)
+
+    assert restored.record_every == 1
+    assert restored.history_ == model.history_
+    np.testing.assert_array_equal(restored.predict_proba(X), model.predict_proba(X))
+
+
+@pytest.mark.parametrize(
+    ("mutate", "match"),
+    [
+        (lambda state: state["params"].update(record_every=0), r"MLPClassifier state 'history' must be empty when record_every"),
+        (lambda state: state["params"].update(record_every=3), r"record_every=3 keeps up to n_iter \(5\), but it contains 5 epochs ending at epoch 5"),
+        (lambda state: state.update(n_iter=4), r"record_every=1 keeps up to n_iter \(4\), but it contains 5 epochs"),
+        (lambda state: state["params"].update(record_every=1.5), r"invalid MLPClassifier parameter record_every=1.5"),
+        (lambda state: state.update(version=0), r"must have format .* and version 1 or 2"),
+    ],
+)
+def test_mlp_classifier_from_state_rejects_bad_history(mutate: Any, match: str) -> None:
+    X, y = xor_data()
+    with pytest.warns(ConvergenceWarning):
+        state = MLPClassifier(epochs=5, hidden_units=4, random_state=0).fit(X, y).to_state()
+    mutate(state)
+
+    with pytest.raises(ValueError, match=match):
+        MLPClassifier.from_state(state)
+
+
 # --- result codec and enclave ---------------------------------------------------
 
 
@@ -431,6 +581,30 @@ def test_result_codec_round_trips_both_models() -> None:
     decoded = decode_result(encode_result({"svc": svc, "mlp": network}))
 
     assert isinstance(decoded, dict)
+    np.testing.assert_array_equal(decoded["svc"].predict(X), svc.predict(X))
+    np.testing.assert_array_equal(decoded["mlp"].predict_proba(X), network.predict_proba(X))
+
+
+def test_result_codec_round_trips_thinned_histories() -> None:
+    X, y = small_data()
+    validation = (X[:20], y[:20])
+    svc = LinearSVC(record_every=5).fit(X, y, validation_data=validation)
+    network = MLPClassifier(**CONVERGING_MLP, record_every=6).fit(X, y, validation_data=validation)
+    silent = MLPClassifier(**CONVERGING_MLP, record_every=None).fit(X, y)
+
+    decoded = decode_result(encode_result({"svc": svc, "mlp": network, "silent": silent}))
+
+    assert isinstance(decoded, dict)
+    for name, model in (("svc", svc), ("mlp", network), ("silent", silent)):
+        restored = decoded[name]
+        assert restored.record_every == model.record_every
+        assert restored.n_iter_ == model.n_iter_
+        assert restored.history_ == model.history_
+        assert restored.history_.epoch == model.history_.epoch
+        pd.testing.assert_frame_equal(restored.history_.to_frame(), model.history_.to_frame())
+    assert decoded["svc"].history_.epoch[0] == 5
+    assert decoded["mlp"].history_.epoch[0] == 6
+    assert len(decoded["silent"].history_) == 0
     np.testing.assert_array_equal(decoded["svc"].predict(X), svc.predict(X))
     np.testing.assert_array_equal(decoded["mlp"].predict_proba(X), network.predict_proba(X))
 

@@ -20,12 +20,21 @@ from confidential_nb.training._state import check_array
 from confidential_nb.training._validation import FloatArray, check_labels, check_same_length
 from confidential_nb.training.exceptions import ConvergenceWarning
 from confidential_nb.training.history import History
-from confidential_nb.training.svm import _Classifier, _encode_labels, _fit_scaler, _float_features
+from confidential_nb.training.svm import (
+    RECORD_EVERY_RULE,
+    _Classifier,
+    _encode_labels,
+    _fit_scaler,
+    _float_features,
+    _is_recorded,
+)
 
 logger = logging.getLogger("confidential_nb.training")
 
 STATE_FORMAT = "confidential_nb.training.MLPClassifier"
-STATE_VERSION = 1
+# Version 2 added the record_every parameter. Version 1 states load with
+# its default, 1, which matches their every-epoch histories.
+STATE_VERSION = 2
 _STATE_KEYS = {
     "format", "version", "params", "classes", "hidden_weights", "hidden_bias",
     "output_weights", "output_bias", "feature_names", "n_iter", "converged", "history",
@@ -41,6 +50,7 @@ MLP_CLASSIFIER_RULES: dict[str, ParameterRule] = {
     "n_iter_no_change": ParameterRule("an int >= 1", lambda value: _is_int(value) and value >= 1),
     "standardize": ParameterRule("a bool", _is_bool),
     "random_state": ParameterRule("None or an int >= 0", lambda value: value is None or (_is_int(value) and value >= 0)),
+    "record_every": RECORD_EVERY_RULE,
 }
 
 # Adam's moment decay rates and denominator guard, as Kingma and Ba (2015)
@@ -71,6 +81,13 @@ class MLPClassifier(_Classifier):
     ``standardize=True`` centres each feature and divides it by its
     population standard deviation inside the model; the learned first
     layer is then folded back to the original feature scale.
+
+    History: ``history_`` records the mean cross-entropy (without the
+    penalty) and the accuracy, on the training data and on
+    ``validation_data`` when given, after every ``record_every``-th epoch and
+    after the last one. ``record_every=None`` or ``0`` records nothing. The
+    stopping rule reads the training loss of every epoch either way, but
+    epochs left unrecorded skip the pass over the validation data.
     """
 
     _RULES = MLP_CLASSIFIER_RULES
@@ -91,6 +108,7 @@ class MLPClassifier(_Classifier):
         n_iter_no_change: int = 10,
         standardize: bool = True,
         random_state: int | None = None,
+        record_every: int | None = 1,
     ) -> None:
         self.hidden_units = hidden_units
         self.learning_rate = learning_rate
@@ -101,6 +119,7 @@ class MLPClassifier(_Classifier):
         self.n_iter_no_change = n_iter_no_change
         self.standardize = standardize
         self.random_state = random_state
+        self.record_every = record_every
 
     def fit(self, X: Any, y: Any, validation_data: tuple[Any, Any] | None = None) -> Self:
         """Fit the network on features X and labels y (2 or more classes), and record ``history_``.
@@ -123,7 +142,7 @@ class MLPClassifier(_Classifier):
         # Overflow needs an absurd learning rate; _train checks the loss after
         # each epoch and reports it as divergence instead of as a RuntimeWarning.
         with np.errstate(over="ignore", invalid="ignore"):
-            history, converged = self._train(scaler.transform(features), codes, scaled_validation, parameters, rng)
+            history, n_iter, converged = self._train(scaler.transform(features), codes, scaled_validation, parameters, rng)
 
         # Fold the scaler into the first layer: (x - mean) / scale @ W = x @ (W / scale) - (mean / scale) @ W.
         hidden_weights = parameters[0] / scaler.scale[:, np.newaxis]
@@ -133,7 +152,7 @@ class MLPClassifier(_Classifier):
         self.output_bias_ = parameters[3]
         self.classes_ = classes
         self.n_features_in_ = int(features.shape[1])
-        self.n_iter_ = len(history)
+        self.n_iter_ = n_iter
         self.converged_ = converged
         self.history_ = history
         self._store_feature_names(X)
@@ -156,7 +175,8 @@ class MLPClassifier(_Classifier):
         validation: tuple[FloatArray, np.ndarray] | None,
         parameters: list[FloatArray],
         rng: np.random.Generator,
-    ) -> tuple[History, bool]:
+    ) -> tuple[History, int, bool]:
+        """Run Adam and return the history, the number of epochs run and whether training converged."""
         n_samples = features.shape[0]
         one_hot = np.eye(len(parameters[3]))[codes]
         first_moments = [np.zeros_like(parameter) for parameter in parameters]
@@ -182,19 +202,21 @@ class MLPClassifier(_Classifier):
                     f"MLPClassifier training diverged at epoch {epoch}: the loss overflowed; "
                     f"use a smaller learning_rate (now {self.learning_rate}) or standardize=True."
                 )
-            if validation is not None:
-                metrics.update(_metrics(validation[0], validation[1], parameters, "val_"))
-            history.record(time.perf_counter() - started, **metrics)
-
             if metrics["loss"] > best_loss - self.tol:
                 epochs_without_progress += 1
             else:
                 epochs_without_progress = 0
             best_loss = min(best_loss, metrics["loss"])
-            if epochs_without_progress >= self.n_iter_no_change:
-                return history, True
+            converged = epochs_without_progress >= self.n_iter_no_change
 
-        return history, False
+            if _is_recorded(self.record_every, epoch, converged or epoch == self.epochs):
+                if validation is not None:
+                    metrics.update(_metrics(validation[0], validation[1], parameters, "val_"))
+                history.record_at(epoch, time.perf_counter() - started, **metrics)
+            if converged:
+                return history, epoch, True
+
+        return history, self.epochs, False
 
     def predict_proba(self, X: Any) -> FloatArray:
         """Return class probabilities, shape (n_samples, n_classes), columns in ``classes_`` order."""
@@ -221,7 +243,7 @@ class MLPClassifier(_Classifier):
 
     @classmethod
     def from_state(cls, state: object) -> Self:
-        """Rebuild a fitted model from ``to_state`` output, raising ValueError on anything malformed."""
+        """Rebuild a fitted model from ``to_state`` output (this or the first version), raising ValueError on anything malformed."""
         model, fields = cls._model_from_state(state, _STATE_KEYS, STATE_FORMAT, STATE_VERSION)
         units = model.hidden_units
         hidden_weights = check_array(fields["hidden_weights"], "MLPClassifier state 'hidden_weights'", kind="f", shape=(None, units))

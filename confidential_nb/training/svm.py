@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from confidential_nb.training._parameters import (
+    LOGISTIC_REGRESSION_RULES,
     ParameterRule,
     _is_bool,
     _is_int,
@@ -40,7 +41,9 @@ from confidential_nb.training.metrics import accuracy_score
 logger = logging.getLogger("confidential_nb.training")
 
 STATE_FORMAT = "confidential_nb.training.LinearSVC"
-STATE_VERSION = 1
+# Version 2 added the record_every parameter. Version 1 states load with
+# its default, 1, which matches their every-epoch histories.
+STATE_VERSION = 2
 _STATE_KEYS = {"format", "version", "params", "classes", "coef", "intercept", "feature_names", "n_iter", "converged", "history"}
 
 # A column whose standard deviation is below this multiple of machine epsilon,
@@ -60,6 +63,9 @@ _HINGE_STEP_FACTOR = 10.0
 # objective, is rounding noise.
 _ROUNDING_EPS_FACTOR = 64.0
 
+# The same rule as LogisticRegression's, so all models accept the same values.
+RECORD_EVERY_RULE = LOGISTIC_REGRESSION_RULES["record_every"]
+
 LINEAR_SVC_RULES: dict[str, ParameterRule] = {
     "C": ParameterRule("a finite number > 0", lambda value: _is_real(value) and value > 0),
     "loss": ParameterRule("'squared_hinge' or 'hinge'", lambda value: isinstance(value, str) and value in ("squared_hinge", "hinge")),
@@ -73,6 +79,7 @@ LINEAR_SVC_RULES: dict[str, ParameterRule] = {
     ),
     "tol": ParameterRule("a finite number >= 0", lambda value: _is_real(value) and value >= 0),
     "random_state": ParameterRule("None or an int >= 0", lambda value: value is None or (_is_int(value) and value >= 0)),
+    "record_every": RECORD_EVERY_RULE,
 }
 
 
@@ -139,6 +146,18 @@ def _check_same_names(fitted: list[str], given: list[str]) -> None:
         f"X's columns differ from the fitted feature names: missing {format_names(missing) or 'none'}, "
         f"unexpected {format_names(unexpected) or 'none'}."
     )
+
+
+def _is_recorded(record_every: int | None, epoch: int, last: bool) -> bool:
+    """Return True when the history records this epoch: every record_every-th one and the last."""
+    if not record_every:
+        return False
+    return last or epoch % record_every == 0
+
+
+def _recorded_epochs(record_every: int | None, n_iter: int) -> list[int]:
+    """Return the epoch numbers that a fit of n_iter epochs records."""
+    return [epoch for epoch in range(1, n_iter + 1) if _is_recorded(record_every, epoch, epoch == n_iter)]
 
 
 def _classes_from_state(values: object, owner: str) -> np.ndarray:
@@ -248,13 +267,18 @@ class _Classifier:
 
     @classmethod
     def _model_from_state(cls, state: object, keys: set[str], state_format: str, version: int) -> tuple[Self, Mapping[str, object]]:
-        """Return an unfitted model with the state's validated parameters, and the state's fields."""
+        """Return an unfitted model with the state's validated parameters, and the state's fields.
+
+        States of version 1 lack ``record_every``, which then keeps its default.
+        """
         owner = cls.__name__
         fields = check_keys(state, keys, f"{owner} state")
-        if fields["format"] != state_format or fields["version"] != version:
-            raise ValueError(f"{owner} state must have format {state_format!r} and version {version}.")
+        state_version = fields["version"]
+        if fields["format"] != state_format or state_version not in (1, version) or isinstance(state_version, bool):
+            raise ValueError(f"{owner} state must have format {state_format!r} and version 1 or {version}.")
 
-        params = check_keys(fields["params"], set(cls._RULES), f"{owner} state 'params'")
+        names = set(cls._RULES) - {"record_every"} if state_version == 1 else set(cls._RULES)
+        params = check_keys(fields["params"], names, f"{owner} state 'params'")
         model = cls().set_params(**params)
         validate_parameters(owner, model.get_params(), cls._RULES)
         return model, fields
@@ -287,14 +311,25 @@ class _Classifier:
         if not isinstance(history, History):
             raise ValueError(f"{owner} state 'history' must be a History, got {type(history).__name__}.")
         epochs = getattr(self, "epochs")
-        if not 0 <= n_iter <= epochs or len(history) != n_iter:
-            raise ValueError(
-                f"{owner} state 'n_iter' ({n_iter}) must equal the history length ({len(history)}) "
-                f"and be at most epochs ({epochs})."
-            )
+        if not 0 <= n_iter <= epochs:
+            raise ValueError(f"{owner} state 'n_iter' ({n_iter}) must be between 0 and epochs ({epochs}).")
+        _check_history_epochs(owner, history, n_iter, getattr(self, "record_every"))
         self.n_iter_ = n_iter
         self.converged_ = converged
         self.history_ = history
+
+
+def _check_history_epochs(owner: str, history: History, n_iter: int, record_every: int | None) -> None:
+    """Raise ValueError unless the history contains exactly the epochs that record_every keeps."""
+    if history.epoch == _recorded_epochs(record_every, n_iter):
+        return
+    if not record_every:
+        raise ValueError(f"{owner} state 'history' must be empty when record_every turns recording off.")
+    last = history.epoch[-1] if len(history) else 0
+    raise ValueError(
+        f"{owner} state 'history' must contain the epochs that record_every={record_every} keeps up to "
+        f"n_iter ({n_iter}), but it contains {len(history)} epochs ending at epoch {last}."
+    )
 
 
 # --- LinearSVC ----------------------------------------------------------------
@@ -305,6 +340,7 @@ class _Descent:
     weights: FloatArray  # (n_features, n_problems), on the standardized features
     bias: FloatArray  # (n_problems,)
     history: History
+    n_iter: int
     converged: bool
     objective_rose: bool
 
@@ -340,6 +376,11 @@ class LinearSVC(_Classifier):
       the best objective has improved by less than ``tol`` (relative) over
       the last 20 epochs.
 
+    History: ``history_`` records the mean loss over samples and problems
+    (without the penalty) and the accuracy, on the training data and on
+    ``validation_data`` when given, after every ``record_every``-th epoch and
+    after the last one. ``record_every=None`` or ``0`` records nothing.
+
     ``learning_rate="auto"`` sets the step to ``1 / L``, where L is the
     Lipschitz constant of the squared hinge objective's gradient, computed
     from the largest eigenvalue of the (standardized) features' Gram matrix.
@@ -364,6 +405,7 @@ class LinearSVC(_Classifier):
         learning_rate: float | str = "auto",
         tol: float = 1e-4,
         random_state: int | None = None,
+        record_every: int | None = 1,
     ) -> None:
         self.C = C
         self.loss = loss
@@ -374,6 +416,7 @@ class LinearSVC(_Classifier):
         self.learning_rate = learning_rate
         self.tol = tol
         self.random_state = random_state
+        self.record_every = record_every
 
     def fit(self, X: Any, y: Any, validation_data: tuple[Any, Any] | None = None) -> Self:
         """Fit the model on features X and labels y (2 or more classes), and record ``history_``.
@@ -469,15 +512,17 @@ class LinearSVC(_Classifier):
             look_bias = new_bias + factor * (new_bias - bias)
             weights, bias, objective, momentum = new_weights, new_bias, new_objective, next_momentum
 
-            self._record(history, features, signs, codes, validation, weights, bias, started)
             weight_gradient, bias_gradient = self._gradient(features, signs, weights, bias, penalty_strength)
             gradient_norms = np.sqrt((weight_gradient**2).sum(axis=0) + bias_gradient**2)
-            if float(gradient_norms.max()) <= self.tol:
-                return _Descent(weights, bias, history, True, objective_rose)
+            converged = float(gradient_norms.max()) <= self.tol
+            if _is_recorded(self.record_every, epoch, converged or epoch == self.epochs):
+                self._record(history, epoch, features, signs, codes, validation, weights, bias, started)
+            if converged:
+                return _Descent(weights, bias, history, epoch, True, objective_rose)
 
         # With the auto step 1 / L a rise only comes from momentum and the
         # restart handles it, so only a user-chosen step is blamed.
-        return _Descent(weights, bias, history, False, objective_rose and self.learning_rate != "auto")
+        return _Descent(weights, bias, history, self.epochs, False, objective_rose and self.learning_rate != "auto")
 
     def _subgradient_descent(
         self,
@@ -505,13 +550,16 @@ class LinearSVC(_Classifier):
                 best_weights, best_bias, best_objective = weights, bias, objective
             best_by_epoch.append(best_objective)
 
-            self._record(history, features, signs, codes, validation, best_weights, best_bias, started)
+            stalled = False
             if epoch >= _HINGE_PATIENCE:
                 earlier = best_by_epoch[epoch - _HINGE_PATIENCE]
-                if earlier - best_objective <= self.tol * earlier:
-                    return _Descent(best_weights, best_bias, history, True, False)
+                stalled = earlier - best_objective <= self.tol * earlier
+            if _is_recorded(self.record_every, epoch, stalled or epoch == self.epochs):
+                self._record(history, epoch, features, signs, codes, validation, best_weights, best_bias, started)
+            if stalled:
+                return _Descent(best_weights, best_bias, history, epoch, True, False)
 
-        return _Descent(best_weights, best_bias, history, False, False)
+        return _Descent(best_weights, best_bias, history, self.epochs, False, False)
 
     def _slacks(self, features: FloatArray, signs: FloatArray, weights: FloatArray, bias: FloatArray) -> FloatArray:
         return np.maximum(0.0, 1.0 - signs * (features @ weights + bias))
@@ -557,6 +605,7 @@ class LinearSVC(_Classifier):
     def _record(
         self,
         history: History,
+        epoch: int,
         features: FloatArray,
         signs: FloatArray,
         codes: np.ndarray,
@@ -569,7 +618,7 @@ class LinearSVC(_Classifier):
         if validation is not None:
             val_signs = _signs(validation[1], max(2, weights.shape[1]))
             metrics.update(self._metrics(validation[0], val_signs, validation[1], weights, bias, "val_"))
-        history.record(time.perf_counter() - started, **metrics)
+        history.record_at(epoch, time.perf_counter() - started, **metrics)
 
     def _metrics(
         self, features: FloatArray, signs: FloatArray, codes: np.ndarray, weights: FloatArray, bias: FloatArray, prefix: str
@@ -587,7 +636,7 @@ class LinearSVC(_Classifier):
         self.intercept_ = descent.bias - scaler.mean @ original_weights
         self.classes_ = classes
         self.n_features_in_ = int(self.coef_.shape[1])
-        self.n_iter_ = len(descent.history)
+        self.n_iter_ = descent.n_iter
         self.converged_ = descent.converged
         self.history_ = descent.history
         self._store_feature_names(X)
@@ -632,7 +681,7 @@ class LinearSVC(_Classifier):
 
     @classmethod
     def from_state(cls, state: object) -> Self:
-        """Rebuild a fitted model from ``to_state`` output, raising ValueError on anything malformed."""
+        """Rebuild a fitted model from ``to_state`` output (this or the first version), raising ValueError on anything malformed."""
         model, fields = cls._model_from_state(state, _STATE_KEYS, STATE_FORMAT, STATE_VERSION)
         coef = check_array(fields["coef"], "LinearSVC state 'coef'", kind="f", shape=(None, None)).astype(np.float64)
         intercept = check_array(fields["intercept"], "LinearSVC state 'intercept'", kind="f", shape=(coef.shape[0],))
