@@ -445,3 +445,16 @@ def test_run_file_backed_missing_file(enclave, frame, tmp_path):
     path.unlink()
     with pytest.raises(SealError, match="cannot read its file"):
         enclave.run("1", inputs={"data": sealed})
+
+
+def test_run_repeated_library_warning_reported_once(enclave):
+    from confidential_nb.errors import EnclaveWarning
+
+    source = (
+        "from confidential_nb.training import LogisticRegression\n"
+        "for _ in range(3):\n"
+        "    LogisticRegression(epochs=2).fit([[0.0], [1.0], [2.0], [3.0]], [0, 0, 1, 1])\n"
+    )
+    with pytest.warns(EnclaveWarning, match=r"\(raised 3 times\)"):
+        run = enclave.run(source)
+    assert len(run.warnings) == 1

@@ -99,7 +99,8 @@ def execute(source: str, namespace: dict[str, Any], *, library_messages: bool = 
     sys.stdout = sys.stderr = counter
     try:
         with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("default")
+            # Every warning is caught, so repeats can be counted instead of silently merged.
+            warnings.simplefilter("always")
             value, result_name = _run_cell(source, namespace)
     except MemoryError:
         return {"ok": False, "kind": "resource", "resource": "memory"}, None
@@ -181,16 +182,19 @@ def _public_message(exc: BaseException, innermost_file: str) -> str | None:
 
 
 def _filter_warnings(caught: list[warnings.WarningMessage]) -> tuple[list[str], int]:
-    passed: list[str] = []
-    withheld = 0
+    """Keep library warnings, once each with a repeat count (cross-validation repeats them per fold)."""
     from ..training import ConvergenceWarning
     from ..training.metrics import UndefinedMetricWarning
 
+    counts: dict[str, int] = {}
+    withheld = 0
     for warning in caught:
-        if warning.category in (ConvergenceWarning, UndefinedMetricWarning) and len(passed) < 20:
-            passed.append(f"{warning.category.__name__}: {str(warning.message)[:_MAX_MESSAGE_CHARS]}")
+        text = f"{warning.category.__name__}: {str(warning.message)[:_MAX_MESSAGE_CHARS]}"
+        if warning.category in (ConvergenceWarning, UndefinedMetricWarning) and (text in counts or len(counts) < 20):
+            counts[text] = counts.get(text, 0) + 1
         else:
             withheld += 1
+    passed = [text if count == 1 else f"{text} (raised {count} times)" for text, count in counts.items()]
     return passed, withheld
 
 
