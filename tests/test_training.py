@@ -775,6 +775,20 @@ def test_logistic_regression_validation_data_errors() -> None:
         LogisticRegression().fit(X, y, validation_data=(X, y[:10]))
 
 
+def test_logistic_regression_validation_feature_names() -> None:
+    X, y = small_data()
+    frame = pd.DataFrame(X, columns=["a", "b", "c"])
+
+    with pytest.raises(ValueError, match=r"X_val has the feature names of X in a different order; reorder its columns to the column order of X"):
+        LogisticRegression(solver="newton").fit(frame, y, validation_data=(frame[["c", "b", "a"]], y))
+    renamed = frame.rename(columns={"a": "z"})
+    with pytest.raises(ValueError, match=r"X_val's columns differ from the feature names of X: missing 'a', unexpected 'z'"):
+        LogisticRegression(solver="newton").fit(frame, y, validation_data=(renamed, y))
+
+    model = LogisticRegression(solver="newton").fit(frame, y, validation_data=(X, y))
+    assert model.history_.val_accuracy[-1] == model.history_.accuracy[-1]
+
+
 # --- LogisticRegression: state ----------------------------------------------
 
 

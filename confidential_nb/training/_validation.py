@@ -37,6 +37,41 @@ def feature_names_of(frame: pd.DataFrame) -> list[str] | None:
     return None
 
 
+def check_feature_names(
+    expected: Sequence[str] | None,
+    X: Any,
+    *,
+    name: str = "X",
+    expected_label: str = "the fitted feature names",
+    order_hint: str = "feature_names_in_",
+) -> None:
+    """Raise ValueError when X is a DataFrame whose str column names differ from ``expected``.
+
+    The check applies only when both sides have names, as in scikit-learn:
+    an array, or no ``expected`` names, passes. ``expected_label`` names the
+    reference in the message and ``order_hint`` says what to reorder the
+    columns to, so fit can check validation data against X with the rule
+    that predict uses against the fitted names.
+    """
+    given = feature_names_of(X) if isinstance(X, pd.DataFrame) else None
+    if expected is None or given is None:
+        return
+    fitted = list(expected)
+    if fitted == given:
+        return
+
+    missing = [column for column in fitted if column not in set(given)]
+    unexpected = [column for column in given if column not in set(fitted)]
+    if not missing and not unexpected:
+        raise ValueError(
+            f"{name} has {expected_label} in a different order; reorder its columns to {order_hint}."
+        )
+    raise ValueError(
+        f"{name}'s columns differ from {expected_label}: missing {format_names(missing) or 'none'}, "
+        f"unexpected {format_names(unexpected) or 'none'}."
+    )
+
+
 @overload
 def check_features(X: Any, *, name: str = ..., keep_float32: Literal[False] = ...) -> FloatArray: ...
 

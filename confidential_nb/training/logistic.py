@@ -21,11 +21,11 @@ from confidential_nb.training._parameters import (
 from confidential_nb.training._solvers import DivergedError, Monitor, Outcome, Problem, SolverSettings, solve
 from confidential_nb.training._state import check_array, check_keys
 from confidential_nb.training._validation import (
+    check_feature_names,
     check_features,
     check_labels,
     check_same_length,
     feature_names_of,
-    format_names,
 )
 from confidential_nb.training.exceptions import ConvergenceWarning, NotFittedError
 from confidential_nb.training.history import History
@@ -209,7 +209,7 @@ class LogisticRegression:
         check_same_length(features, labels, "X", "y")
         classes, codes = _encode_labels(labels)
         sample_weight = self._sample_weight(classes, codes, features.dtype)
-        validation = self._prepare_validation(validation_data, features.shape[1], classes)
+        validation = self._prepare_validation(validation_data, X, features.shape[1], classes)
 
         scaler = self._fit_scaler(features)
         outcome = self._solve(scaler, features, codes, classes.size, sample_weight, validation)
@@ -285,7 +285,7 @@ class LogisticRegression:
         return weights
 
     def _prepare_validation(
-        self, validation_data: tuple[Any, Any] | None, n_features: int, classes: np.ndarray
+        self, validation_data: tuple[Any, Any] | None, X: Any, n_features: int, classes: np.ndarray
     ) -> tuple[RealArray, npt.NDArray[np.intp]] | None:
         if validation_data is None:
             return None
@@ -297,6 +297,13 @@ class LogisticRegression:
         check_same_length(features, labels, "X_val", "y_val")
         if features.shape[1] != n_features:
             raise ValueError(f"X_val has {features.shape[1]} features, but X has {n_features}.")
+        check_feature_names(
+            feature_names_of(X) if isinstance(X, pd.DataFrame) else None,
+            validation_data[0],
+            name="X_val",
+            expected_label="the feature names of X",
+            order_hint="the column order of X",
+        )
         return features, _encode_known_labels(labels, classes, "y_val")
 
     def _fit_scaler(self, features: RealArray) -> _Scaler:
@@ -376,9 +383,7 @@ class LogisticRegression:
             )
 
         fitted_names = getattr(self, "feature_names_in_", None)
-        input_names = feature_names_of(X) if isinstance(X, pd.DataFrame) else None
-        if fitted_names is not None and input_names is not None:
-            _check_same_names(list(fitted_names), input_names)
+        check_feature_names(None if fitted_names is None else list(fitted_names), X)
         return features
 
     def decision_function(self, X: Any) -> FloatArray:
@@ -587,15 +592,3 @@ def _encode_known_labels(labels: np.ndarray, classes: np.ndarray, name: str) -> 
         raise ValueError(f"{name} has {unknown} label(s) that are not among the {classes.size} classes of y.")
     return codes.astype(np.intp)
 
-
-def _check_same_names(fitted: list[str], given: list[str]) -> None:
-    if fitted == given:
-        return
-    missing = [name for name in fitted if name not in set(given)]
-    unexpected = [name for name in given if name not in set(fitted)]
-    if not missing and not unexpected:
-        raise ValueError("X has the fitted feature names in a different order; reorder its columns to feature_names_in_.")
-    raise ValueError(
-        f"X's columns differ from the fitted feature names: missing {format_names(missing) or 'none'}, "
-        f"unexpected {format_names(unexpected) or 'none'}."
-    )
