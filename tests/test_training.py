@@ -775,6 +775,24 @@ def test_logistic_regression_validation_data_errors() -> None:
         LogisticRegression().fit(X, y, validation_data=(X, y[:10]))
 
 
+def test_logistic_regression_rejects_continuous_target() -> None:
+    X = np.random.default_rng(0).normal(size=(200, 2))
+
+    with pytest.raises(ValueError, match=r"y has dtype float64 with 200 distinct values, not all whole numbers, .* LogisticRegression is a classifier: use class labels or bin the target"):
+        LogisticRegression().fit(X, np.linspace(0, 1, 200))
+    mixed = np.array([0, 1.5] * 100, dtype=object)
+    with pytest.raises(ValueError, match=r"y has dtype object with 2 distinct values"):
+        LogisticRegression().fit(X, mixed)
+
+
+def test_logistic_regression_whole_float_labels() -> None:
+    X, y = small_data()
+
+    model = LogisticRegression().fit(X, y + 1.0)
+
+    assert model.classes_.tolist() == [1.0, 2.0]
+
+
 def test_logistic_regression_validation_feature_names() -> None:
     X, y = small_data()
     frame = pd.DataFrame(X, columns=["a", "b", "c"])

@@ -176,6 +176,29 @@ def check_labels(y: Any, *, name: str = "y") -> np.ndarray:
     return array
 
 
+def check_class_labels(labels: np.ndarray, *, name: str = "y", estimator: str) -> None:
+    """Raise ValueError when float labels are not all whole numbers, i.e. a continuous target.
+
+    scikit-learn rejects such targets as "Unknown label type: continuous".
+    Whole-number floats such as 1.0 and 2.0 pass as class labels. ``labels``
+    must already have passed ``check_labels``.
+    """
+    if labels.dtype.kind == "f":
+        floats = labels
+    elif labels.dtype.kind == "O":
+        floats = np.array([value for value in labels if isinstance(value, (float, np.floating))], dtype=np.float64)
+    else:
+        return
+    if np.all(floats == np.round(floats)):
+        return
+    n_distinct = len(pd.unique(labels))
+    raise ValueError(
+        f"{name} has dtype {labels.dtype.name} with {n_distinct} distinct values, not all whole numbers, "
+        f"so it looks like a continuous target; {estimator} is a classifier: use class labels "
+        "or bin the target (for example with pandas.cut)."
+    )
+
+
 def _check_label_values(array: np.ndarray, name: str) -> None:
     missing = pd.isna(array)
     if missing.any():

@@ -21,6 +21,7 @@ from confidential_nb.training._parameters import (
 from confidential_nb.training._solvers import DivergedError, Monitor, Outcome, Problem, SolverSettings, solve
 from confidential_nb.training._state import check_array, check_keys
 from confidential_nb.training._validation import (
+    check_class_labels,
     check_feature_names,
     check_features,
     check_labels,
@@ -206,6 +207,7 @@ class LogisticRegression:
 
         features = check_features(X, keep_float32=True)
         labels = check_labels(y)
+        check_class_labels(labels, estimator=type(self).__name__)
         check_same_length(features, labels, "X", "y")
         classes, codes = _encode_labels(labels)
         sample_weight = self._sample_weight(classes, codes, features.dtype)
