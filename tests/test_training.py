@@ -468,18 +468,37 @@ def test_logistic_regression_raw_features_no_runtime_warning(split: list[Any]) -
 def test_logistic_regression_warns_when_out_of_epochs(split: list[Any]) -> None:
     X_train, _, y_train, _ = split
 
-    with pytest.warns(ConvergenceWarning, match=r"did not converge in 5 epochs \(tol=0.03\): increase epochs, use a larger learning_rate \(now 0.1\), or set standardize=True"):
+    with pytest.warns(ConvergenceWarning, match=r"did not converge in 5 epochs \(tol=0.03\): increase epochs or use a larger learning_rate \(now 0.1\)\.$"):
         model = LogisticRegression(epochs=5).fit(X_train, y_train)
 
     assert not model.converged_
     assert model.n_iter_ == 5
 
 
+def test_logistic_regression_suggests_standardize_only_when_off(split: list[Any]) -> None:
+    X_train, _, y_train, _ = split
+
+    with pytest.warns(ConvergenceWarning, match=r"use a larger learning_rate \(now 1e-06\), or set standardize=True if"):
+        LogisticRegression(epochs=5, learning_rate=1e-6, standardize=False).fit(X_train, y_train)
+
+
+def test_logistic_regression_loss_rose_advice_when_standardized() -> None:
+    rng = np.random.default_rng(0)
+    signal = rng.normal(size=(200, 1))
+    # Nearly equal columns make the standardized problem ill-conditioned, so a
+    # step of 20 overshoots.
+    X = np.hstack([signal, signal + 0.01 * rng.normal(size=(200, 1))] * 3)
+    y = (signal[:, 0] + rng.normal(size=200) > 0).astype(int)
+
+    with pytest.warns(ConvergenceWarning, match=r"learning_rate=20.0 is probably too large: use a smaller learning_rate\.$"):
+        LogisticRegression(learning_rate=20.0, epochs=50).fit(X, y)
+
+
 def test_logistic_regression_warns_about_large_learning_rate(split: list[Any]) -> None:
     X_train, _, y_train, _ = split
 
     # Unscaled features (areas near 1e3) make 0.1 far too large a step.
-    with pytest.warns(ConvergenceWarning, match=r"the loss rose during training, so learning_rate=0.1 is probably too large"):
+    with pytest.warns(ConvergenceWarning, match=r"the loss rose during training, so learning_rate=0.1 is probably too large: use a smaller learning_rate or standardize=True\.$"):
         LogisticRegression(standardize=False).fit(X_train, y_train)
 
 
@@ -495,8 +514,10 @@ def test_logistic_regression_small_learning_rate_does_not_stop_early(split: list
 def test_logistic_regression_diverging_raises(split: list[Any]) -> None:
     X_train, _, y_train, _ = split
 
-    with pytest.raises(ValueError, match=r"diverged at epoch 1: the loss overflowed; use a smaller learning_rate \(now 1e\+300\)"):
+    with pytest.raises(ValueError, match=r"diverged at epoch 1: the loss overflowed; use a smaller learning_rate \(now 1e\+300\) or standardize=True\.$"):
         LogisticRegression(learning_rate=1e300, standardize=False).fit(X_train, y_train)
+    with pytest.raises(ValueError, match=r"diverged at epoch 1: the loss overflowed; use a smaller learning_rate \(now 1e\+300\)\.$"):
+        LogisticRegression(learning_rate=1e300).fit(X_train, y_train)
 
 
 def test_logistic_regression_warning_points_at_caller(split: list[Any]) -> None:

@@ -267,7 +267,7 @@ class LogisticRegression:
         except DivergedError as error:
             raise ValueError(
                 f"{_SOLVER_NAMES[self.solver]} diverged at epoch {error.epoch}: the loss overflowed; "
-                f"use a smaller learning_rate (now {self.learning_rate}) or standardize=True."
+                f"use a smaller learning_rate (now {self.learning_rate}){self._standardize_hint()}."
             ) from None
 
     def _sample_weight(
@@ -344,19 +344,21 @@ class LogisticRegression:
     def _warn_not_converged(self, loss_rose: bool) -> None:
         if self.solver == "newton":
             advice = (
-                f"increase epochs (the iteration cap) or tol; a tol below about 1e-4 is out of reach "
+                "increase epochs (the iteration cap) or tol; a tol below about 1e-4 is out of reach "
                 "for float32 features."
             )
         elif loss_rose and self.solver == "gd":
             advice = (
                 f"the loss rose during training, so learning_rate={self.learning_rate} is probably "
-                "too large: use a smaller learning_rate or standardize=True."
+                f"too large: use a smaller learning_rate{self._standardize_hint()}."
             )
-        elif self.solver == "gd":
+        elif self.solver == "gd" and self.standardize is False:
             advice = (
                 f"increase epochs, use a larger learning_rate (now {self.learning_rate}), "
                 "or set standardize=True if the features have very different scales."
             )
+        elif self.solver == "gd":
+            advice = f"increase epochs or use a larger learning_rate (now {self.learning_rate})."
         else:
             advice = (
                 f"increase epochs or tol, or tune learning_rate (now {self.learning_rate}) and batch_size "
@@ -368,6 +370,10 @@ class LogisticRegression:
         )
         # stacklevel 3 points at the caller of fit().
         warnings.warn(message, ConvergenceWarning, stacklevel=3)
+
+    def _standardize_hint(self) -> str:
+        """Return " or standardize=True" when standardization is off, else an empty string."""
+        return " or standardize=True" if self.standardize is False else ""
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "coef_"):
