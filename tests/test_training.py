@@ -958,10 +958,17 @@ def test_logistic_regression_minibatch_seeded(solver: str) -> None:
 def test_logistic_regression_newton_warning_names_cap() -> None:
     X, y = small_data()
 
-    with pytest.warns(ConvergenceWarning, match=r"did not converge in 1 epochs \(tol=0.0\): increase epochs \(the iteration cap\) or tol"):
+    with pytest.warns(ConvergenceWarning, match=r"did not converge in 1 epochs \(tol=0.0\): increase epochs \(the iteration cap\) or tol\.$"):
         model = LogisticRegression(solver="newton", epochs=1, tol=0.0).fit(X, y)
 
     assert not model.converged_
+
+
+def test_logistic_regression_newton_float32_advice() -> None:
+    X, y = small_data()
+
+    with pytest.warns(ConvergenceWarning, match=r"or tol; a tol below about 1e-4 is out of reach for float32 features\.$"):
+        LogisticRegression(solver="newton", epochs=1, tol=0.0).fit(X.astype(np.float32), y)
 
 
 def test_logistic_regression_sgd_diverging_raises() -> None:

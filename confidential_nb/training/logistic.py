@@ -223,7 +223,7 @@ class LogisticRegression:
         self.stopped_early_ = outcome.monitor.stopped_early
         self.best_epoch_ = outcome.monitor.best_epoch if self._early_stopping_active(validation) else None
         if not (outcome.converged or outcome.monitor.stopped_early):
-            self._warn_not_converged(outcome.monitor.loss_rose)
+            self._warn_not_converged(outcome.monitor.loss_rose, features.dtype)
         logger.debug("LogisticRegression fit: %d epochs, converged=%s", self.n_iter_, self.converged_)
         return self
 
@@ -341,12 +341,14 @@ class LogisticRegression:
         elif hasattr(self, "feature_names_in_"):
             del self.feature_names_in_
 
-    def _warn_not_converged(self, loss_rose: bool) -> None:
-        if self.solver == "newton":
+    def _warn_not_converged(self, loss_rose: bool, dtype: np.dtype[Any]) -> None:
+        if self.solver == "newton" and dtype == np.float32:
             advice = (
                 "increase epochs (the iteration cap) or tol; a tol below about 1e-4 is out of reach "
                 "for float32 features."
             )
+        elif self.solver == "newton":
+            advice = "increase epochs (the iteration cap) or tol."
         elif loss_rose and self.solver == "gd":
             advice = (
                 f"the loss rose during training, so learning_rate={self.learning_rate} is probably "
