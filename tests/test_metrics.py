@@ -141,6 +141,17 @@ def test_log_loss_errors() -> None:
         log_loss([0, 1], ["a", "b"])
 
 
+def test_log_loss_rejects_unsorted_labels() -> None:
+    y_prob = [[0.7, 0.2, 0.1], [0.1, 0.8, 0.1]]
+
+    with pytest.raises(ValueError, match=r"labels must be distinct and sorted, because the columns of y_prob follow sorted label order"):
+        log_loss([0, 1], y_prob, labels=[1, 0, 2])
+    with pytest.raises(ValueError, match=r"labels must be distinct and sorted"):
+        log_loss([0, 1], y_prob, labels=[0, 1, 1, 2])
+    with pytest.raises(ValueError, match=r"y_prob has 3 columns but there are 2 classes; pass labels= with every class, in sorted order\.$"):
+        log_loss([0, 1], y_prob)
+
+
 # --- roc_auc_score ----------------------------------------------------------
 
 

@@ -55,9 +55,11 @@ def log_loss(y_true: Any, y_prob: Any, *, labels: Any = None) -> float:
     Each probability is clipped to [eps, 1 - eps] before the log, as in
     scikit-learn. Unlike scikit-learn, which only warns, rows of a matrix
     that do not sum to 1 (relative tolerance sqrt(eps)) raise ValueError.
+    ``labels`` that are not distinct and sorted also raise ValueError, where
+    scikit-learn sorts them and so may pair columns with the wrong classes.
     """
     true = check_labels(y_true, name="y_true")
-    classes = np.unique(true if labels is None else check_labels(labels, name="labels"))
+    classes = np.unique(true) if labels is None else _sorted_labels(labels, "y_prob")
     unknown = int(np.sum(~np.isin(true, classes)))
     if unknown:
         raise ValueError(f"y_true has {unknown} label(s) not in labels.")
@@ -87,11 +89,22 @@ def _probability_matrix(y_prob: Any, n_classes: int) -> np.ndarray:
     elif probabilities.shape[1] != n_classes:
         raise ValueError(
             f"y_prob has {probabilities.shape[1]} columns but there are {n_classes} classes; "
-            "pass labels= with every class, in the column order of y_prob."
+            "pass labels= with every class, in sorted order."
         )
 
     _check_probabilities(probabilities)
     return probabilities
+
+
+def _sorted_labels(labels: Any, columns_name: str) -> np.ndarray:
+    """Return labels after checking that they are distinct and sorted, as the columns of the scores are."""
+    classes = check_labels(labels, name="labels")
+    if np.unique(classes).size != classes.size or np.any(classes[:-1] > classes[1:]):
+        raise ValueError(
+            f"labels must be distinct and sorted, because the columns of {columns_name} follow "
+            "sorted label order; pass sorted(labels) and order the columns to match."
+        )
+    return classes
 
 
 def _numeric_array(values: Any, name: str) -> np.ndarray:
@@ -176,9 +189,7 @@ def _ovr_auc(true: np.ndarray, scores: np.ndarray, average: str, multi_class: st
     if scores.ndim != 2:
         raise ValueError(f"y_score must have shape (n_samples,) or (n_samples, n_classes), got {scores.shape}.")
 
-    classes = np.unique(true) if labels is None else check_labels(labels, name="labels")
-    if labels is not None and (np.unique(classes).size != classes.size or np.any(classes[:-1] > classes[1:])):
-        raise ValueError("labels must be distinct and sorted.")
+    classes = np.unique(true) if labels is None else _sorted_labels(labels, "y_score")
     if classes.size != scores.shape[1]:
         raise ValueError(f"y_score has {scores.shape[1]} columns but there are {classes.size} classes.")
     if classes.size < 3:
