@@ -686,8 +686,33 @@ def test_logistic_regression_nan_in_array_names_column_index() -> None:
     X = np.ones((4, 3))
     X[2, 1] = np.nan
 
-    with pytest.raises(ValueError, match=r"NaN or infinite values in 1 column\(s\) at index '1'"):
+    with pytest.raises(ValueError, match=r"NaN or infinite values in 1 column\(s\) at index 1; impute or drop them before fitting\.$"):
         LogisticRegression().fit(X, [0, 1, 0, 1])
+    X[0, 2] = np.inf
+    with pytest.raises(ValueError, match=r"NaN or infinite values in 2 column\(s\) at indices 1, 2; impute"):
+        LogisticRegression().fit(X, [0, 1, 0, 1])
+
+
+def test_logistic_regression_predict_messages_name_the_call() -> None:
+    X, y = small_data()
+    model = LogisticRegression().fit(X, y)
+    bad = X[:4].copy()
+    bad[2, 1] = np.nan
+
+    with pytest.raises(ValueError, match=r"at index 1; impute or drop them before predicting\.$"):
+        model.predict(bad)
+    with pytest.raises(ValueError, match=r"at index 1; impute or drop them before predicting\.$"):
+        model.predict_proba(bad)
+    with pytest.raises(ValueError, match=r"at index 1; impute or drop them before scoring\.$"):
+        model.score(bad, y[:4])
+
+    frame = pd.DataFrame(X, columns=["a", "b", "c"])
+    named = LogisticRegression().fit(frame, y)
+    text = frame.head(4).assign(c="x")
+    with pytest.raises(ValueError, match=r"X has 1 non-numeric column\(s\): 'c'; encode or drop them before predicting\.$"):
+        named.predict(text)
+    with pytest.raises(ValueError, match=r"'c'; encode or drop them before scoring\.$"):
+        named.score(text, y[:4])
 
 
 def test_logistic_regression_rejects_1d_features() -> None:

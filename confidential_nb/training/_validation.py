@@ -29,6 +29,15 @@ def format_names(names: Sequence[object]) -> str:
     return shown
 
 
+def format_indices(positions: Sequence[int]) -> str:
+    """Return "index 3" or "indices 1, 3" for array positions, shortened past a limit."""
+    shown = ", ".join(str(position) for position in positions[:MAX_NAMES_IN_MESSAGE])
+    hidden = len(positions) - MAX_NAMES_IN_MESSAGE
+    if hidden > 0:
+        shown += f" and {hidden} more"
+    return f"index {shown}" if len(positions) == 1 else f"indices {shown}"
+
+
 def feature_names_of(frame: pd.DataFrame) -> list[str] | None:
     """Return the column labels when every one is a str, else None (as scikit-learn does)."""
     labels = list(frame.columns)
@@ -73,22 +82,25 @@ def check_feature_names(
 
 
 @overload
-def check_features(X: Any, *, name: str = ..., keep_float32: Literal[False] = ...) -> FloatArray: ...
+def check_features(
+    X: Any, *, name: str = ..., keep_float32: Literal[False] = ..., action: str = ...
+) -> FloatArray: ...
 
 
 @overload
-def check_features(X: Any, *, name: str = ..., keep_float32: bool) -> RealArray: ...
+def check_features(X: Any, *, name: str = ..., keep_float32: bool, action: str = ...) -> RealArray: ...
 
 
-def check_features(X: Any, *, name: str = "X", keep_float32: bool = False) -> RealArray:
+def check_features(X: Any, *, name: str = "X", keep_float32: bool = False, action: str = "fitting") -> RealArray:
     """Convert a DataFrame or array of features to a finite 2-D float64 array.
 
     With ``keep_float32=True``, float32 input stays float32. The result may
     share memory with X when no conversion is needed, so callers must not
-    write to it.
+    write to it. ``action`` names the caller's step in messages ("fitting",
+    "predicting" or "scoring"), as in "impute or drop them before predicting".
     """
     if isinstance(X, pd.DataFrame):
-        return _check_feature_frame(X, name, keep_float32)
+        return _check_feature_frame(X, name, keep_float32, action)
     if isinstance(X, pd.Series):
         raise ValueError(
             f"{name} must be 2-D (a DataFrame or an array of shape (n_samples, n_features)), "
@@ -110,7 +122,7 @@ def check_features(X: Any, *, name: str = "X", keep_float32: bool = False) -> Re
     if bad_columns.size:
         raise ValueError(
             f"{name} contains NaN or infinite values in {bad_columns.size} column(s) "
-            f"at index {format_names(bad_columns.tolist())}; impute or drop them before fitting."
+            f"at {format_indices(bad_columns.tolist())}; impute or drop them before {action}."
         )
     return values
 
@@ -121,7 +133,7 @@ def _training_dtype(dtypes: Sequence[Any], keep_float32: bool) -> type[np.floati
     return np.float64
 
 
-def _check_feature_frame(frame: pd.DataFrame, name: str, keep_float32: bool) -> RealArray:
+def _check_feature_frame(frame: pd.DataFrame, name: str, keep_float32: bool, action: str) -> RealArray:
     non_numeric = [
         column
         for column in frame.columns
@@ -130,7 +142,7 @@ def _check_feature_frame(frame: pd.DataFrame, name: str, keep_float32: bool) -> 
     if non_numeric:
         raise ValueError(
             f"{name} has {len(non_numeric)} non-numeric column(s): {format_names(non_numeric)}; "
-            "encode or drop them before fitting."
+            f"encode or drop them before {action}."
         )
     _check_not_empty(frame.shape, name)
 
@@ -141,7 +153,7 @@ def _check_feature_frame(frame: pd.DataFrame, name: str, keep_float32: bool) -> 
     if bad_columns:
         raise ValueError(
             f"{name} contains NaN or infinite values in {len(bad_columns)} column(s): "
-            f"{format_names(bad_columns)}; impute or drop them before fitting."
+            f"{format_names(bad_columns)}; impute or drop them before {action}."
         )
     return values
 

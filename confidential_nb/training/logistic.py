@@ -383,9 +383,9 @@ class LogisticRegression:
                 f"this {type(self).__name__} is not fitted yet; call fit(X, y) before using it."
             )
 
-    def _check_predict_features(self, X: Any) -> FloatArray:
+    def _check_predict_features(self, X: Any, action: str) -> FloatArray:
         self._check_fitted()
-        features = check_features(X)
+        features = check_features(X, action=action)
         if features.shape[1] != self.n_features_in_:
             raise ValueError(
                 f"X has {features.shape[1]} features, but {type(self).__name__} was fitted with "
@@ -398,7 +398,10 @@ class LogisticRegression:
 
     def decision_function(self, X: Any) -> FloatArray:
         """Return logits: of ``classes_[1]``, shape (n_samples,), for two classes, else (n_samples, n_classes)."""
-        features = self._check_predict_features(X)
+        return self._logits(X, "predicting")
+
+    def _logits(self, X: Any, action: str) -> FloatArray:
+        features = self._check_predict_features(X, action)
         if self.coef_.shape[0] == 1:
             return features @ self.coef_[0] + self.intercept_[0]
         return features @ self.coef_.T + self.intercept_
@@ -412,14 +415,17 @@ class LogisticRegression:
 
     def predict(self, X: Any) -> np.ndarray:
         """Return the predicted label of each sample, using the labels given to ``fit``."""
-        logits = self.decision_function(X)
+        return self._predict(X, "predicting")
+
+    def _predict(self, X: Any, action: str) -> np.ndarray:
+        logits = self._logits(X, action)
         if logits.ndim == 1:
             return self.classes_[(logits > 0).astype(np.intp)]
         return self.classes_[np.argmax(logits, axis=1)]
 
     def score(self, X: Any, y: Any) -> float:
         """Return the accuracy of ``predict(X)`` against y."""
-        return accuracy_score(y, self.predict(X))
+        return accuracy_score(y, self._predict(X, "scoring"))
 
     def to_state(self) -> dict[str, object]:
         """Return the fitted model as a dict of plain values and arrays, for the result codec."""
