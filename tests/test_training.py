@@ -322,6 +322,16 @@ def test_history_without_validation_has_no_val_keys() -> None:
         history.val_loss
 
 
+def test_history_rejects_position_index() -> None:
+    history = History()
+    history.record(0.1, loss=0.5, accuracy=0.9)
+
+    with pytest.raises(TypeError, match=r"History is indexed by metric name, not by int: use h\['loss'\]\[-1\] for the last recorded loss"):
+        history[-1]  # type: ignore[index]
+    with pytest.raises(TypeError, match=r"not by slice"):
+        history[0:1]  # type: ignore[index]
+
+
 def test_history_to_frame_excludes_time_by_default() -> None:
     frame = make_history().to_frame()
 

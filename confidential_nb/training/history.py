@@ -90,6 +90,11 @@ class History:
         return len(self._times)
 
     def __getitem__(self, name: str) -> list[Any]:
+        if not isinstance(name, str):
+            raise TypeError(
+                f"History is indexed by metric name, not by {type(name).__name__}: use h['loss'][-1] "
+                f"for the last recorded loss; names: {['epoch', *self._metrics, 'time']}."
+            )
         if name == "epoch":
             return self.epoch
         if name == "time":
