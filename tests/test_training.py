@@ -322,6 +322,35 @@ def test_history_without_validation_has_no_val_keys() -> None:
         history.val_loss
 
 
+def test_history_loss_name_state_round_trip() -> None:
+    named = History(loss_name="squared hinge")
+    named.record(0.1, loss=0.5, accuracy=0.9)
+    plain = History()
+    plain.record(0.1, loss=0.5, accuracy=0.9)
+
+    assert History.from_state(named.to_state()).loss_name == "squared hinge"
+    assert "loss_name" not in plain.to_state()
+    assert History.from_state(plain.to_state()).loss_name is None
+    assert named != plain
+    with pytest.raises(ValueError, match=r"History state 'loss_name' must be a non-empty str when present"):
+        History.from_state({**named.to_state(), "loss_name": 3})
+    with pytest.raises(ValueError, match=r"loss_name must be None or a non-empty str, got int"):
+        History(loss_name=3)  # type: ignore[arg-type]
+
+
+def test_logistic_regression_history_loss_name() -> None:
+    X, y = small_data()
+    model = LogisticRegression().fit(X, y)
+    state = model.to_state()
+    old_history = History.from_state({key: value for key, value in model.history_.to_state().items() if key != "loss_name"})
+
+    assert model.history_.loss_name == "log loss"
+    assert LogisticRegression.from_state(state).history_.loss_name == "log loss"
+    assert LogisticRegression.from_state({**state, "history": old_history}).history_.loss_name == "log loss"
+    hinge = History.from_state({**model.history_.to_state(), "loss_name": "squared hinge"})
+    with pytest.raises(ValueError, match=r"LogisticRegression state 'history' must record 'log loss', got 'squared hinge'"):
+        LogisticRegression.from_state({**state, "history": hinge})
+
 def test_history_rejects_position_index() -> None:
     history = History()
     history.record(0.1, loss=0.5, accuracy=0.9)

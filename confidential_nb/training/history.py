@@ -25,12 +25,19 @@ class History:
     ``record_every=k`` records every k-th epoch and the last one, so
     ``epoch`` lists the recorded epoch numbers, which need not be 1, 2, 3... It varies from run to run, so ``to_frame``
     leaves it out by default and equality and ``repr`` ignore it.
+
+    ``loss_name`` names the loss that ``loss`` and ``val_loss`` measure, such
+    as "log loss", or is None when the model did not name one. ``compare``
+    uses it to label curves and to warn about mixing different losses.
     """
 
-    def __init__(self, metric_names: tuple[str, ...] = ("loss", "accuracy")) -> None:
+    def __init__(self, metric_names: tuple[str, ...] = ("loss", "accuracy"), loss_name: str | None = None) -> None:
         unknown = [name for name in metric_names if name not in METRIC_NAMES]
         if unknown or len(set(metric_names)) != len(metric_names):
             raise ValueError(f"metric_names must be distinct names from {METRIC_NAMES}, got {metric_names}.")
+        if loss_name is not None and not (isinstance(loss_name, str) and loss_name):
+            raise ValueError(f"loss_name must be None or a non-empty str, got {type(loss_name).__name__}.")
+        self.loss_name = loss_name
         self._metrics: dict[str, list[float]] = {name: [] for name in METRIC_NAMES if name in metric_names}
         self._times: list[float] = []
         self._epochs: list[int] = []
@@ -59,7 +66,7 @@ class History:
 
     @property
     def loss(self) -> list[float]:
-        """Mean training log loss after each epoch, without the penalty term."""
+        """Mean training loss after each epoch, without the penalty term, of the kind ``loss_name`` names."""
         return self["loss"]
 
     @property
@@ -69,7 +76,7 @@ class History:
 
     @property
     def val_loss(self) -> list[float]:
-        """Mean validation log loss after each epoch."""
+        """Mean validation loss after each epoch, the same kind as ``loss``."""
         return self["val_loss"]
 
     @property
@@ -114,7 +121,9 @@ class History:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, History):
             return NotImplemented
-        return self._metrics == other._metrics and self._epochs == other._epochs
+        return (
+            self._metrics == other._metrics and self._epochs == other._epochs and self.loss_name == other.loss_name
+        )
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -130,7 +139,8 @@ class History:
         """Return the history as a dict of arrays, for the result codec.
 
         The ``epoch`` entry is present only when the epochs are not 1, 2, ...,
-        so every-epoch histories keep the state layout of earlier versions.
+        and ``loss_name`` only when it is set, so such histories keep the
+        state layout of earlier versions.
         """
         state: dict[str, object] = {
             "metrics": {name: np.array(values, dtype=np.float64) for name, values in self._metrics.items()},
@@ -138,20 +148,24 @@ class History:
         }
         if self._epochs != list(range(1, len(self) + 1)):
             state["epoch"] = np.array(self._epochs, dtype=np.int64)
+        if self.loss_name is not None:
+            state["loss_name"] = self.loss_name
         return state
 
     @classmethod
     def from_state(cls, state: object) -> Self:
         """Rebuild a History from ``to_state`` output, raising ValueError on anything malformed."""
-        has_epochs = isinstance(state, Mapping) and "epoch" in state
-        expected = {"metrics", "time", "epoch"} if has_epochs else {"metrics", "time"}
-        fields = check_keys(state, expected, "History state")
+        optional = {"epoch", "loss_name"} & set(state) if isinstance(state, Mapping) else set()
+        fields = check_keys(state, {"metrics", "time"} | optional, "History state")
         times = check_vector(fields["time"], "History state 'time'", kind="f")
         metrics = fields["metrics"]
         if not isinstance(metrics, Mapping) or not all(isinstance(name, str) for name in metrics):
             raise ValueError("History state 'metrics' must be a dict with str keys.")
 
-        history = cls(tuple(metrics))
+        loss_name = fields.get("loss_name")
+        if loss_name is not None and not (isinstance(loss_name, str) and loss_name):
+            raise ValueError("History state 'loss_name' must be a non-empty str when present.")
+        history = cls(tuple(metrics), loss_name)
         if "loss" not in metrics:
             raise ValueError("History state 'metrics' must contain 'loss'.")
         for name, values in metrics.items():

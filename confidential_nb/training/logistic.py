@@ -44,6 +44,9 @@ _STATE_KEYS = _VERSION_1_KEYS | {"best_epoch", "stopped_early"}
 _CONSTANT_COLUMN_EPS_FACTOR = 10.0
 _EPS = float(np.finfo(np.float64).eps)
 
+# The loss that history_ records, for History.loss_name.
+LOSS_NAME = "log loss"
+
 _SOLVER_NAMES = {
     "gd": "gradient descent",
     "sgd": "stochastic gradient descent",
@@ -220,6 +223,7 @@ class LogisticRegression:
         self.n_iter_ = outcome.n_iter
         self.converged_ = outcome.converged
         self.history_ = outcome.monitor.history
+        self.history_.loss_name = LOSS_NAME
         self.stopped_early_ = outcome.monitor.stopped_early
         self.best_epoch_ = outcome.monitor.best_epoch if self._early_stopping_active(validation) else None
         if not (outcome.converged or outcome.monitor.stopped_early):
@@ -546,6 +550,11 @@ def _restore_progress(model: LogisticRegression, fields: Mapping[str, object]) -
     _check_history_epochs(history, n_iter, model.record_every)
     model.n_iter_ = n_iter
     model.converged_ = converged
+    if history.loss_name is None:
+        # States written before History had loss_name still hold a log loss.
+        history.loss_name = LOSS_NAME
+    elif history.loss_name != LOSS_NAME:
+        raise ValueError(f"LogisticRegression state 'history' must record {LOSS_NAME!r}, got {history.loss_name!r}.")
     model.history_ = history
     _restore_early_stopping(model, fields, n_iter)
 
