@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,10 @@ COMPARABLE_METRICS = ("loss", "accuracy")
 # by more than this factor, so that late epochs stay readable next to early ones.
 LOG_SCALE_MIN_RATIO = 10.0
 
+# A series with fewer recorded epochs than this gets a marker on each point,
+# so that a run of a few epochs shows as dots instead of a stub of a line.
+MARKER_MAX_POINTS = 20
+
 FRAME_COLUMNS = ("epochs", "loss", "accuracy", "val_loss", "val_accuracy")
 
 
@@ -34,8 +39,12 @@ def compare(
     models with ``history_``), named by ``names`` or "model 1", "model 2", and
     so on, or a dict from name to such an item. There is one panel per metric
     in ``metrics``, with one colour per model: training curves are solid and
-    validation curves dashed. The loss panel uses a log scale when all its
+    validation curves dashed, and a run of fewer than 20 recorded epochs has
+    a marker on each point. The loss panel uses a log scale when all its
     values are positive and the largest is more than 10 times the smallest.
+    Its legend shows "<model> (<loss_name>)" for each History whose
+    ``loss_name`` is set, and ``compare`` emits a UserWarning when the set
+    loss names differ, because such losses are not on one scale.
 
     The returned DataFrame has one row per model, indexed by name, with the
     number of epochs and the final ``loss``, ``accuracy``, ``val_loss`` and
@@ -49,6 +58,7 @@ def compare(
     """
     chosen_metrics = _check_metrics(metrics)
     histories = _named_histories(results, names)
+    _warn_if_losses_differ(histories)
 
     figure = _draw(histories, chosen_metrics)
     return figure, _final_metrics(histories)
@@ -106,6 +116,18 @@ def _history_of(item: Any, name: str) -> History:
     return history
 
 
+def _warn_if_losses_differ(histories: dict[str, History]) -> None:
+    known = {name: history.loss_name for name, history in histories.items() if history.loss_name is not None}
+    if len(set(known.values())) > 1:
+        listed = ", ".join(f"{name!r}: {loss_name}" for name, loss_name in known.items())
+        warnings.warn(
+            f"the models recorded different losses ({listed}), so their loss curves and final "
+            "losses are on different scales; compare them by accuracy instead.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 def _draw(histories: dict[str, History], metrics: list[str]) -> Figure:
     from matplotlib.figure import Figure
 
@@ -126,11 +148,15 @@ def _draw_metric(ax: Axes, histories: dict[str, History], metric: str) -> None:
     for position, (name, history) in enumerate(histories.items()):
         colour = f"C{position % 10}"
         keys = history.keys()
+        style: dict[str, Any] = {"color": colour, "marker": "o" if len(history) < MARKER_MAX_POINTS else None, "markersize": 4}
+        label = name
+        if metric == "loss" and history.loss_name is not None:
+            label = f"{name} ({history.loss_name})"
         if metric in keys:
-            ax.plot(history.epoch, history[metric], color=colour, linestyle="-", label=f"{name} train")
+            ax.plot(history.epoch, history[metric], linestyle="-", label=f"{label} train", **style)
             plotted.extend(history[metric])
         if f"val_{metric}" in keys:
-            ax.plot(history.epoch, history[f"val_{metric}"], color=colour, linestyle="--", label=f"{name} validation")
+            ax.plot(history.epoch, history[f"val_{metric}"], linestyle="--", label=f"{label} validation", **style)
             plotted.extend(history[f"val_{metric}"])
 
     log_scale = metric == "loss" and _spans_decade(plotted)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -90,23 +91,28 @@ def test_compare_figure_titles_labels_and_legend(models: dict[str, LogisticRegre
     assert accuracy_ax.get_xlabel() == "epoch"
     assert accuracy_ax.get_ylabel() == "accuracy"
     assert legend_texts(accuracy_ax) == ["slow train", "slow validation", "fast train", "fast validation"]
-    assert legend_texts(loss_ax) == ["slow train", "slow validation", "fast train", "fast validation"]
+    assert legend_texts(loss_ax) == [
+        "slow (log loss) train",
+        "slow (log loss) validation",
+        "fast (log loss) train",
+        "fast (log loss) validation",
+    ]
 
 
 def test_compare_lines_train_solid_validation_dashed(models: dict[str, LogisticRegression]) -> None:
     figure, _ = compare([models["slow"].history_, models["fast"].history_], names=["slow", "fast"])
 
-    lines = {line.get_label(): line for line in figure.axes[0].get_lines()}
+    lines = {line.get_label(): line for line in figure.axes[1].get_lines()}
     assert lines["slow train"].get_linestyle() == "-"
     assert lines["slow validation"].get_linestyle() == "--"
     assert lines["slow train"].get_color() == lines["slow validation"].get_color()
     assert lines["slow train"].get_color() != lines["fast train"].get_color()
-    np.testing.assert_array_equal(lines["fast validation"].get_ydata(), models["fast"].history_.val_loss)
+    np.testing.assert_array_equal(lines["fast validation"].get_ydata(), models["fast"].history_.val_accuracy)
     np.testing.assert_array_equal(lines["fast train"].get_xdata(), models["fast"].history_.epoch)
 
 
-def make_history(losses: list[float]) -> History:
-    history = History(("loss", "accuracy"))
+def make_history(losses: list[float], loss_name: str | None = None) -> History:
+    history = History(("loss", "accuracy"), loss_name)
     for loss in losses:
         history.record(0.0, loss=loss, accuracy=0.5)
     return history
@@ -133,6 +139,37 @@ def test_compare_loss_linear_within_tenfold_range(models: dict[str, LogisticRegr
     assert max(losses) < 10 * min(losses)
     assert fitted.axes[0].get_yscale() == "linear"
     assert fitted.get_suptitle() == "Training curves of 1 model"
+
+
+def test_compare_marks_points_of_short_runs(models: dict[str, LogisticRegression]) -> None:
+    long_history = models["slow"].history_
+    assert len(long_history) >= 20
+
+    figure, _ = compare({"short": make_history([0.6, 0.5]), "long": long_history})
+
+    for ax in figure.axes:
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        short = next(line for label, line in lines.items() if label.startswith("short"))
+        long_line = next(line for label, line in lines.items() if label.startswith("long"))
+        assert short.get_marker() == "o"
+        assert long_line.get_marker() == "None"
+
+
+def test_compare_warns_when_losses_differ(models: dict[str, LogisticRegression]) -> None:
+    hinge = make_history([0.9, 0.7], loss_name="squared hinge")
+
+    with pytest.warns(UserWarning, match=r"the models recorded different losses \('logistic': log loss, 'svm': squared hinge\), so their loss curves and final losses are on different scales"):
+        figure, _ = compare({"logistic": models["slow"], "svm": hinge})
+
+    assert legend_texts(figure.axes[0])[-1] == "svm (squared hinge) train"
+
+
+def test_compare_unknown_loss_name_does_not_warn(models: dict[str, LogisticRegression]) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        figure, _ = compare({"logistic": models["slow"], "plain": make_history([0.9, 0.7])})
+
+    assert legend_texts(figure.axes[0])[-1] == "plain train"
 
 
 def test_compare_selected_metric_only(models: dict[str, LogisticRegression]) -> None:
@@ -166,7 +203,8 @@ def test_compare_run_results_from_enclave(enclave: Any) -> None:
         assert isinstance(run, RunResult)
         assert frame.loc[name, "epochs"] == len(run.history)
         assert frame.loc[name, "val_accuracy"] == run.history.val_accuracy[-1]
-    assert legend_texts(figure.axes[0]) == ["rate 0.1 train", "rate 0.1 validation", "rate 1.0 train", "rate 1.0 validation"]
+    assert legend_texts(figure.axes[1]) == ["rate 0.1 train", "rate 0.1 validation", "rate 1.0 train", "rate 1.0 validation"]
+    assert legend_texts(figure.axes[0])[0] == "rate 0.1 (log loss) train"
 
 
 def test_compare_errors(models: dict[str, LogisticRegression]) -> None:
