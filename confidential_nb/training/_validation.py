@@ -58,9 +58,9 @@ def check_feature_names(
 
     The check applies only when both sides have names, as in scikit-learn:
     an array, or no ``expected`` names, passes. ``expected_label`` names the
-    reference in the message and ``order_hint`` says what to reorder the
-    columns to, so fit can check validation data against X with the rule
-    that predict uses against the fitted names.
+    reference in the message and ``order_hint`` names the column order to
+    restore, so fit can check validation data against X with the rule that
+    predict uses against the fitted names.
     """
     given = feature_names_of(X) if isinstance(X, pd.DataFrame) else None
     if expected is None or given is None:
