@@ -182,7 +182,8 @@ def _final_metrics(histories: dict[str, History]) -> pd.DataFrame:
 
     rows = []
     for history in histories.values():
-        row: dict[str, float] = {"epochs": float(len(history))}
+        # The last recorded epoch, not the number of records, which record_every can thin.
+        row: dict[str, float] = {"epochs": float(history.epoch[-1])}
         for column in FRAME_COLUMNS[1:]:
             row[column] = history[column][-1] if column in history.keys() else math.nan
         rows.append(row)

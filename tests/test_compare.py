@@ -250,3 +250,11 @@ def test_compare_importable_twice_as_function() -> None:
     assert callable(first)
     assert first is second
     assert isinstance(compare([make_history([0.5])])[1], pd.DataFrame)
+
+
+def test_compare_epochs_column_counts_thinned_runs():
+    thinned = History(("loss", "accuracy"))
+    for epoch in (5, 10, 12):
+        thinned.record_at(epoch, 0.0, loss=1.0 / epoch, accuracy=0.5)
+    _, frame = compare({"thinned": thinned})
+    assert frame.loc["thinned", "epochs"] == 12

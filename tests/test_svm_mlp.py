@@ -635,3 +635,79 @@ def test_models_exported_from_training_package():
 
     assert training.LinearSVC is LinearSVC
     assert training.MLPClassifier is MLPClassifier
+
+
+FAST_MODELS = [
+    pytest.param(lambda: LinearSVC(epochs=50, tol=1e-2), id="svc"),
+    pytest.param(lambda: MLPClassifier(epochs=5, hidden_units=4, tol=0.0, random_state=0), id="mlp"),
+]
+
+
+def _small_frame() -> tuple[pd.DataFrame, np.ndarray]:
+    X, y = sklearn.datasets.make_classification(80, 4, random_state=1)
+    return pd.DataFrame(X, columns=list("abcd")), y
+
+
+@pytest.mark.parametrize("make", FAST_MODELS)
+@pytest.mark.filterwarnings("ignore::confidential_nb.training.ConvergenceWarning")
+def test_model_reordered_validation_columns_rejected(make):
+    frame, y = _small_frame()
+    with pytest.raises(ValueError, match="X_val has the feature names of X in a different order"):
+        make().fit(frame, y, validation_data=(frame[list("dcba")], y))
+
+
+@pytest.mark.parametrize("make", FAST_MODELS)
+@pytest.mark.filterwarnings("ignore::confidential_nb.training.ConvergenceWarning")
+def test_model_renamed_validation_columns_rejected(make):
+    frame, y = _small_frame()
+    with pytest.raises(ValueError, match="X_val's columns differ from the feature names of X"):
+        make().fit(frame, y, validation_data=(frame.rename(columns={"a": "z"}), y))
+
+
+@pytest.mark.parametrize("make", FAST_MODELS)
+def test_model_continuous_target_rejected(make):
+    frame, _ = _small_frame()
+    with pytest.raises(ValueError, match="classifier"):
+        make().fit(frame, np.linspace(0.0, 1.0, len(frame)))
+
+
+@pytest.mark.parametrize("make", FAST_MODELS)
+def test_model_predict_before_fit_not_fitted(make):
+    frame, _ = _small_frame()
+    with pytest.raises(NotFittedError, match="not fitted yet"):
+        make().predict(frame)
+
+
+@pytest.mark.parametrize("make", FAST_MODELS)
+@pytest.mark.filterwarnings("ignore::confidential_nb.training.ConvergenceWarning")
+def test_model_predict_message_names_predicting(make):
+    frame, y = _small_frame()
+    model = make().fit(frame, y)
+    broken = frame.copy()
+    broken.iloc[0, 1] = np.nan
+    with pytest.raises(ValueError, match="before predicting"):
+        model.predict(broken)
+
+
+def test_history_loss_names_of_models():
+    frame, y = _small_frame()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        assert LinearSVC(epochs=20).fit(frame, y).history_.loss_name == "squared hinge"
+        assert LinearSVC(epochs=20, loss="hinge").fit(frame, y).history_.loss_name == "hinge"
+        assert MLPClassifier(epochs=2, random_state=0).fit(frame, y).history_.loss_name == "log loss"
+
+
+@pytest.mark.parametrize(
+    ("make", "pattern"),
+    [
+        (lambda: LinearSVC(epochs=3, tol=1e-12), r"increase epochs or tol\.$"),
+        (lambda: LinearSVC(epochs=3, tol=1e-12, standardize=False), r"set standardize=True"),
+        (lambda: MLPClassifier(epochs=2, tol=0.0, random_state=0), r"\(now 0\.001\)\.$"),
+        (lambda: MLPClassifier(epochs=2, tol=0.0, random_state=0, standardize=False), r"set standardize=True"),
+    ],
+)
+def test_model_convergence_advice_mentions_standardize_only_when_off(make, pattern):
+    frame, y = _small_frame()
+    with pytest.warns(ConvergenceWarning, match=pattern):
+        make().fit(frame, y)

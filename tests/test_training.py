@@ -1275,3 +1275,12 @@ def test_logistic_regression_result_codec_round_trip() -> None:
     assert restored.class_weight == {"low": 2.0}
     assert restored.history_.epoch == model.history_.epoch
     assert list(restored.classes_) == ["high", "low", "mid"]
+
+
+def test_history_membership_and_iteration():
+    history = History(("loss", "accuracy"))
+    history.record(0.1, loss=0.5, accuracy=0.75)
+    assert "loss" in history
+    assert "epoch" in history
+    assert "val_loss" not in history
+    assert list(history) == ["loss", "accuracy"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Self
 
 import numpy as np
@@ -95,6 +95,14 @@ class History:
 
     def __len__(self) -> int:
         return len(self._times)
+
+    def __contains__(self, name: object) -> bool:
+        """Return True for a recorded metric name, ``epoch`` or ``time``, as a mapping does."""
+        return name in ("epoch", "time") or name in self._metrics
+
+    def __iter__(self) -> Iterator[str]:
+        """Iterate over the recorded metric names, as ``keys()`` lists them."""
+        return iter(self.keys())
 
     def __getitem__(self, name: str) -> list[Any]:
         if not isinstance(name, str):

@@ -17,7 +17,7 @@ from confidential_nb.training._parameters import (
     validate_parameters,
 )
 from confidential_nb.training._state import check_array
-from confidential_nb.training._validation import FloatArray, check_labels, check_same_length
+from confidential_nb.training._validation import FloatArray, check_class_labels, check_labels, check_same_length
 from confidential_nb.training.exceptions import ConvergenceWarning
 from confidential_nb.training.history import History
 from confidential_nb.training.svm import (
@@ -131,9 +131,10 @@ class MLPClassifier(_Classifier):
 
         features = _float_features(X)
         labels = check_labels(y)
+        check_class_labels(labels, estimator=type(self).__name__)
         check_same_length(features, labels, "X", "y")
         classes, codes = _encode_labels(labels, type(self).__name__)
-        validation = self._prepare_validation(validation_data, features.shape[1], classes)
+        validation = self._prepare_validation(validation_data, features.shape[1], classes, X)
 
         scaler = _fit_scaler(features, self.standardize, center=True)
         scaled_validation = None if validation is None else (scaler.transform(validation[0]), validation[1])
@@ -158,10 +159,10 @@ class MLPClassifier(_Classifier):
         self._store_feature_names(X)
 
         if not converged:
+            scaling = ", or set standardize=True if the features have very different scales" if not self.standardize else ""
             message = (
                 f"MLPClassifier did not converge in {self.epochs} epochs (tol={self.tol}): increase epochs "
-                f"or learning_rate (now {self.learning_rate}), or set standardize=True if the features "
-                "have very different scales."
+                f"or learning_rate (now {self.learning_rate}){scaling}."
             )
             # stacklevel 2 points at the caller of fit().
             warnings.warn(message, ConvergenceWarning, stacklevel=2)
@@ -182,7 +183,7 @@ class MLPClassifier(_Classifier):
         first_moments = [np.zeros_like(parameter) for parameter in parameters]
         second_moments = [np.zeros_like(parameter) for parameter in parameters]
         names = ("loss", "accuracy", "val_loss", "val_accuracy") if validation else ("loss", "accuracy")
-        history = History(names)
+        history = History(names, loss_name="log loss")
         best_loss = np.inf
         epochs_without_progress = 0
         step_count = 0
@@ -226,7 +227,8 @@ class MLPClassifier(_Classifier):
 
     def predict(self, X: Any) -> np.ndarray:
         """Return the predicted label of each sample, using the labels given to ``fit``."""
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        probabilities = self.predict_proba(X)
+        return self.classes_[np.argmax(probabilities, axis=1)]
 
     def to_state(self) -> dict[str, object]:
         """Return the fitted model as a dict of plain values and arrays, for the result codec."""

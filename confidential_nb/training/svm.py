@@ -28,6 +28,8 @@ from confidential_nb.training._parameters import (
 from confidential_nb.training._state import check_array, check_keys
 from confidential_nb.training._validation import (
     FloatArray,
+    check_class_labels,
+    check_feature_names,
     check_features,
     check_labels,
     check_same_length,
@@ -97,9 +99,9 @@ class _Scaler:
         return (X - self.mean) / self.scale
 
 
-def _float_features(X: Any, name: str = "X") -> FloatArray:
-    """Return check_features(X) as a float64 array."""
-    return np.asarray(check_features(X, name=name), dtype=np.float64)
+def _float_features(X: Any, name: str = "X", action: str = "fitting") -> FloatArray:
+    """Return check_features(X) as a float64 array; ``action`` names the step in messages."""
+    return np.asarray(check_features(X, name=name, action=action), dtype=np.float64)
 
 
 def _fit_scaler(features: FloatArray, standardize: bool, center: bool) -> _Scaler:
@@ -133,19 +135,6 @@ def _encode_known_labels(labels: np.ndarray, classes: np.ndarray, name: str) -> 
     if unknown:
         raise ValueError(f"{name} has {unknown} label(s) that are not among the {classes.size} classes of y.")
     return codes.astype(np.intp)
-
-
-def _check_same_names(fitted: list[str], given: list[str]) -> None:
-    if fitted == given:
-        return
-    missing = [name for name in fitted if name not in set(given)]
-    unexpected = [name for name in given if name not in set(fitted)]
-    if not missing and not unexpected:
-        raise ValueError("X has the fitted feature names in a different order; reorder its columns to feature_names_in_.")
-    raise ValueError(
-        f"X's columns differ from the fitted feature names: missing {format_names(missing) or 'none'}, "
-        f"unexpected {format_names(unexpected) or 'none'}."
-    )
 
 
 def _is_recorded(record_every: int | None, epoch: int, last: bool) -> bool:
@@ -204,13 +193,16 @@ class _Classifier:
         return f"{type(self).__name__}({', '.join(f'{name}={value!r}' for name, value in changed.items())})"
 
     def _prepare_validation(
-        self, validation_data: tuple[Any, Any] | None, n_features: int, classes: np.ndarray
+        self, validation_data: tuple[Any, Any] | None, n_features: int, classes: np.ndarray, X: Any
     ) -> tuple[FloatArray, np.ndarray] | None:
         if validation_data is None:
             return None
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise ValueError("validation_data must be a pair (X_val, y_val).")
 
+        # The same rule as predict: reordered or renamed columns would be scored silently wrong.
+        check_feature_names(feature_names_of(X) if isinstance(X, pd.DataFrame) else None, validation_data[0],
+                            name="X_val", expected_label="the feature names of X", order_hint="the column order of X")
         features = _float_features(validation_data[0], name="X_val")
         labels = check_labels(validation_data[1], name="y_val")
         check_same_length(features, labels, "X_val", "y_val")
@@ -231,9 +223,9 @@ class _Classifier:
                 f"this {type(self).__name__} is not fitted yet; call fit(X, y) before using it."
             )
 
-    def _check_predict_features(self, X: Any) -> FloatArray:
+    def _check_predict_features(self, X: Any, action: str = "predicting") -> FloatArray:
         self._check_fitted()
-        features = _float_features(X)
+        features = _float_features(X, action=action)
         if features.shape[1] != self.n_features_in_:
             raise ValueError(
                 f"X has {features.shape[1]} features, but {type(self).__name__} was fitted with "
@@ -241,9 +233,7 @@ class _Classifier:
             )
 
         fitted_names = getattr(self, "feature_names_in_", None)
-        input_names = feature_names_of(X) if isinstance(X, pd.DataFrame) else None
-        if fitted_names is not None and input_names is not None:
-            _check_same_names(list(fitted_names), input_names)
+        check_feature_names(list(fitted_names) if fitted_names is not None else None, X)
         return features
 
     def predict(self, X: Any) -> np.ndarray:
@@ -428,9 +418,10 @@ class LinearSVC(_Classifier):
 
         features = _float_features(X)
         labels = check_labels(y)
+        check_class_labels(labels, estimator=type(self).__name__)
         check_same_length(features, labels, "X", "y")
         classes, codes = _encode_labels(labels, type(self).__name__)
-        validation = self._prepare_validation(validation_data, features.shape[1], classes)
+        validation = self._prepare_validation(validation_data, features.shape[1], classes, X)
 
         scaler = _fit_scaler(features, self.standardize, self.fit_intercept)
         scaled = scaler.transform(features)
@@ -456,7 +447,7 @@ class LinearSVC(_Classifier):
         penalty_strength = 1.0 / (self.C * n_samples)
         step = self._step_size(features, penalty_strength)
         names = ("loss", "accuracy", "val_loss", "val_accuracy") if validation else ("loss", "accuracy")
-        history = History(names)
+        history = History(names, loss_name=self.loss.replace("_", " "))
 
         weights = np.zeros((n_features, n_problems))
         bias = np.zeros(n_problems)
@@ -651,8 +642,10 @@ class LinearSVC(_Classifier):
             advice = (
                 "increase epochs or tol, or use loss='squared_hinge', whose smooth solver converges much faster."
             )
-        else:
+        elif not self.standardize:
             advice = "increase epochs or tol, or set standardize=True if the features have very different scales."
+        else:
+            advice = "increase epochs or tol."
         message = f"LinearSVC did not converge in {self.epochs} epochs (tol={self.tol}): {advice}"
         # stacklevel 3 points at the caller of fit().
         warnings.warn(message, ConvergenceWarning, stacklevel=3)
