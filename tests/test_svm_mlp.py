@@ -89,6 +89,9 @@ def test_linear_svc_squared_hinge_matches_sklearn(data_name: str, request: pytes
 
 
 @pytest.mark.parametrize("data_name", ["standardized_cancer", "standardized_synthetic"])
+# liblinear stops at max_iter before reaching tol=1e-10 for the hinge loss and warns; this test only
+# compares predictions, so the reference's remaining optimisation error is not what it measures.
+@pytest.mark.filterwarnings("ignore:Liblinear failed to converge:sklearn.exceptions.ConvergenceWarning")
 def test_linear_svc_hinge_agrees_with_sklearn(data_name: str, request: pytest.FixtureRequest) -> None:
     X, y = request.getfixturevalue(data_name)
     reference = sklearn.svm.LinearSVC(loss="hinge", tol=1e-10, max_iter=100_000, intercept_scaling=100, random_state=0).fit(X, y)
