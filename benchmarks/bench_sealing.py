@@ -8,7 +8,7 @@ Each operation runs in its own spawned child process, so that the child's
 ``ru_maxrss`` is the peak resident memory of that one operation. It prints
 throughput against the copy and peak memory against the file size as ratios,
 and deletes every file it wrote. With less than 4 GiB free on the temporary
-directory's file system it uses a smaller file and says so.
+directory's file system it uses a smaller file and prints a note.
 """
 
 from __future__ import annotations

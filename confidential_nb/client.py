@@ -354,11 +354,11 @@ def _build_request(source: str, inputs: Mapping[str, Sealed], params: Mapping[st
     return request, attachments
 
 
-def _check_name(name: object, what: str) -> None:
+def _check_name(name: object, role: str) -> None:
     if not isinstance(name, str) or not name.isidentifier():
-        raise ValueError(f"invalid {what} name {name!r}: it must be a Python identifier")
+        raise ValueError(f"invalid {role} name {name!r}: it must be a Python identifier")
     if name in _RESERVED_NAMES:
-        raise ValueError(f"invalid {what} name {name!r}: it is reserved for the run's result; choose another name")
+        raise ValueError(f"invalid {role} name {name!r}: it is reserved for the run's result; choose another name")
 
 
 def _finish_run(header: dict[str, Any], attachments: list[bytes], nonce: str, key: PublicKey) -> RunResult:

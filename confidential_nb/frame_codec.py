@@ -34,7 +34,7 @@ buffer role to ``[offset, length]`` within the body) plus fields per kind:
 - ``datetime``: ``unit`` (s, ms, us, ns), ``tz`` (a zone name or null) and
   ``tz_offset_seconds`` (a fixed UTC offset or null); buffer ``data`` holds
   int64 ticks since the epoch, NaT as the minimum int64.
-- ``timedelta``: ``unit``; buffer ``data`` holds int64 ticks.
+- ``timedelta``: ``unit``; buffer ``data`` contains int64 ticks.
 - ``masked``: ``dtype`` (Int8..Int64, UInt8..UInt64, Float32, Float64,
   boolean); buffers ``data`` (values, zero where missing) and ``mask``
   (one byte per row, 1 where missing).

@@ -15,7 +15,7 @@ _CHECKSUM = re.compile(r"^[0-9a-f]{64}$")
 
 @dataclass(frozen=True)
 class Policy:
-    """What may run on a sealed input and what may come back.
+    """The data owner's rules for a sealed input: which code may run on it and what may come back.
 
     ``allowed_functions`` is a list of hex SHA-256 function checksums, or None
     for any code. ``max_result_bytes`` bounds the encoded result of a run.
