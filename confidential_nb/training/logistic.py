@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from confidential_nb.training._estimator import Scaler, fit_scaler
 from confidential_nb.training._numerics import FloatArray, RealArray, sigmoid, softmax
 from confidential_nb.training._parameters import (
     LOGISTIC_REGRESSION_RULES,
@@ -39,11 +39,6 @@ STATE_VERSION = 2
 _VERSION_1_KEYS = {"format", "version", "params", "classes", "coef", "intercept", "feature_names", "n_iter", "converged", "history"}
 _STATE_KEYS = _VERSION_1_KEYS | {"best_epoch", "stopped_early"}
 
-# A column whose standard deviation is below this multiple of machine epsilon,
-# relative to its magnitude, is treated as constant: its spread is rounding noise.
-_CONSTANT_COLUMN_EPS_FACTOR = 10.0
-_EPS = float(np.finfo(np.float64).eps)
-
 # The loss that history_ records, for History.loss_name.
 LOSS_NAME = "log loss"
 
@@ -53,17 +48,6 @@ _SOLVER_NAMES = {
     "adam": "Adam",
     "newton": "Newton's method",
 }
-
-
-@dataclass
-class _Scaler:
-    mean: FloatArray
-    scale: FloatArray
-
-    def transform(self, X: RealArray) -> RealArray:
-        standardized = X - self.mean.astype(X.dtype)
-        standardized /= self.scale.astype(X.dtype)
-        return standardized
 
 
 class LogisticRegression:
@@ -216,7 +200,7 @@ class LogisticRegression:
         sample_weight = self._sample_weight(classes, codes, features.dtype)
         validation = self._prepare_validation(validation_data, X, features.shape[1], classes)
 
-        scaler = self._fit_scaler(features)
+        scaler = fit_scaler(features, self.standardize, center=self.fit_intercept)
         outcome = self._solve(scaler, features, codes, classes.size, sample_weight, validation)
 
         self._store_fit(outcome.weights, outcome.intercept, scaler, classes, X)
@@ -236,7 +220,7 @@ class LogisticRegression:
 
     def _solve(
         self,
-        scaler: _Scaler,
+        scaler: Scaler,
         features: RealArray,
         codes: npt.NDArray[np.intp],
         n_classes: int,
@@ -312,20 +296,7 @@ class LogisticRegression:
         )
         return features, _encode_known_labels(labels, classes, "y_val")
 
-    def _fit_scaler(self, features: RealArray) -> _Scaler:
-        n_features = features.shape[1]
-        if not self.standardize:
-            return _Scaler(np.zeros(n_features), np.ones(n_features))
-
-        mean = features.mean(axis=0, dtype=np.float64)
-        scale = features.std(axis=0, dtype=np.float64)
-        constant = scale <= _CONSTANT_COLUMN_EPS_FACTOR * _EPS * np.maximum(np.abs(mean), 1.0)
-        scale[constant] = 1.0
-        if not self.fit_intercept:
-            mean = np.zeros(n_features)
-        return _Scaler(mean, scale)
-
-    def _store_fit(self, weights: RealArray, intercept: RealArray, scaler: _Scaler, classes: np.ndarray, X: Any) -> None:
+    def _store_fit(self, weights: RealArray, intercept: RealArray, scaler: Scaler, classes: np.ndarray, X: Any) -> None:
         # Solver weights are (d,) for two classes and (d, k) for more; coef_
         # is (1, d) or (k, d) on the input's scale, as in scikit-learn.
         standardized = np.asarray(weights, dtype=np.float64).reshape(weights.shape[0], -1).T

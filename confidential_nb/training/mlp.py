@@ -9,6 +9,7 @@ from typing import Any, Self
 
 import numpy as np
 
+from confidential_nb.training._estimator import fit_scaler
 from confidential_nb.training._parameters import (
     ParameterRule,
     _is_bool,
@@ -24,7 +25,6 @@ from confidential_nb.training.svm import (
     RECORD_EVERY_RULE,
     _Classifier,
     _encode_labels,
-    _fit_scaler,
     _float_features,
     _is_recorded,
 )
@@ -136,7 +136,7 @@ class MLPClassifier(_Classifier):
         classes, codes = _encode_labels(labels, type(self).__name__)
         validation = self._prepare_validation(validation_data, features.shape[1], classes, X)
 
-        scaler = _fit_scaler(features, self.standardize, center=True)
+        scaler = fit_scaler(features, self.standardize, center=True)
         scaled_validation = None if validation is None else (scaler.transform(validation[0]), validation[1])
         rng = np.random.default_rng(self.random_state)
         parameters = _initial_parameters(features.shape[1], self.hidden_units, classes.size, rng)

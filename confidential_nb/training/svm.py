@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import pandas as pd
 
+from confidential_nb.training._estimator import Scaler, fit_scaler
 from confidential_nb.training._parameters import (
     LOGISTIC_REGRESSION_RULES,
     ParameterRule,
@@ -48,9 +49,6 @@ STATE_FORMAT = "confidential_nb.training.LinearSVC"
 STATE_VERSION = 2
 _STATE_KEYS = {"format", "version", "params", "classes", "coef", "intercept", "feature_names", "n_iter", "converged", "history"}
 
-# A column whose standard deviation is below this multiple of machine epsilon,
-# relative to its magnitude, is treated as constant: its spread is rounding noise.
-_CONSTANT_COLUMN_EPS_FACTOR = 10.0
 _EPS = float(np.finfo(np.float64).eps)
 
 # The hinge solver has no gradient to test, so it stops once the best
@@ -90,33 +88,9 @@ LINEAR_SVC_RULES: dict[str, ParameterRule] = {
 # module for all estimators would be their better home.
 
 
-@dataclass
-class _Scaler:
-    mean: FloatArray
-    scale: FloatArray
-
-    def transform(self, X: FloatArray) -> FloatArray:
-        return (X - self.mean) / self.scale
-
-
 def _float_features(X: Any, name: str = "X", action: str = "fitting") -> FloatArray:
     """Return check_features(X) as a float64 array; ``action`` names the step in messages."""
     return np.asarray(check_features(X, name=name, action=action), dtype=np.float64)
-
-
-def _fit_scaler(features: FloatArray, standardize: bool, center: bool) -> _Scaler:
-    """Return the population-std scaler of the features, or the identity when standardize is False."""
-    n_features = features.shape[1]
-    if not standardize:
-        return _Scaler(np.zeros(n_features), np.ones(n_features))
-
-    mean = features.mean(axis=0)
-    scale = features.std(axis=0)
-    constant = scale <= _CONSTANT_COLUMN_EPS_FACTOR * _EPS * np.maximum(np.abs(mean), 1.0)
-    scale[constant] = 1.0
-    if not center:
-        mean = np.zeros(n_features)
-    return _Scaler(mean, scale)
 
 
 def _encode_labels(labels: np.ndarray, owner: str) -> tuple[np.ndarray, np.ndarray]:
@@ -423,7 +397,7 @@ class LinearSVC(_Classifier):
         classes, codes = _encode_labels(labels, type(self).__name__)
         validation = self._prepare_validation(validation_data, features.shape[1], classes, X)
 
-        scaler = _fit_scaler(features, self.standardize, self.fit_intercept)
+        scaler = fit_scaler(features, self.standardize, self.fit_intercept)
         scaled = scaler.transform(features)
         scaled_validation = None if validation is None else (scaler.transform(validation[0]), validation[1])
         descent = self._descend(scaled, codes, classes.size, scaled_validation)
@@ -621,7 +595,7 @@ class LinearSVC(_Classifier):
             f"{prefix}accuracy": float(np.mean(_decision_to_codes(decisions) == codes)),
         }
 
-    def _store_fit(self, descent: _Descent, scaler: _Scaler, classes: np.ndarray, X: Any) -> None:
+    def _store_fit(self, descent: _Descent, scaler: Scaler, classes: np.ndarray, X: Any) -> None:
         original_weights = descent.weights / scaler.scale[:, np.newaxis]
         self.coef_ = original_weights.T.copy()
         self.intercept_ = descent.bias - scaler.mean @ original_weights

@@ -1,0 +1,55 @@
+"""Private helpers that LogisticRegression, LinearSVC and MLPClassifier share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import overload
+
+import numpy as np
+
+from confidential_nb.training._numerics import FloatArray, RealArray
+
+# A column whose standard deviation is below this multiple of machine epsilon,
+# relative to its magnitude, is treated as constant because its spread is
+# rounding noise.
+_CONSTANT_COLUMN_EPS_FACTOR = 10.0
+_EPS = float(np.finfo(np.float64).eps)
+
+
+@dataclass
+class Scaler:
+    """Per-column float64 mean and scale that standardize features inside a model."""
+
+    mean: FloatArray
+    scale: FloatArray
+
+    @overload
+    def transform(self, X: FloatArray) -> FloatArray: ...
+
+    @overload
+    def transform(self, X: RealArray) -> RealArray: ...
+
+    def transform(self, X: RealArray) -> RealArray:
+        """Return (X - mean) / scale, computed in the dtype of X."""
+        standardized = X - self.mean.astype(X.dtype)
+        standardized /= self.scale.astype(X.dtype)
+        return standardized
+
+
+def fit_scaler(features: RealArray, standardize: bool, center: bool) -> Scaler:
+    """Return the population-std scaler of the features, or the identity when standardize is False.
+
+    The statistics are float64 whatever the dtype of the features. A column
+    treated as constant gets scale 1, and ``center=False`` keeps mean 0.
+    """
+    n_features = features.shape[1]
+    if not standardize:
+        return Scaler(np.zeros(n_features), np.ones(n_features))
+
+    mean = features.mean(axis=0, dtype=np.float64)
+    scale = features.std(axis=0, dtype=np.float64)
+    constant = scale <= _CONSTANT_COLUMN_EPS_FACTOR * _EPS * np.maximum(np.abs(mean), 1.0)
+    scale[constant] = 1.0
+    if not center:
+        mean = np.zeros(n_features)
+    return Scaler(mean, scale)
