@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from typing import overload
 
 import numpy as np
+import numpy.typing as npt
+import pandas as pd
 
 from confidential_nb.training._numerics import FloatArray, RealArray
 
@@ -53,3 +55,25 @@ def fit_scaler(features: RealArray, standardize: bool, center: bool) -> Scaler:
     if not center:
         mean = np.zeros(n_features)
     return Scaler(mean, scale)
+
+
+def encode_labels(labels: np.ndarray, owner: str) -> tuple[np.ndarray, npt.NDArray[np.intp]]:
+    """Return the sorted classes and each label's index into them.
+
+    ``owner`` is the estimator's name for the message that rejects a single class.
+    """
+    classes = np.unique(labels)
+    if classes.dtype.kind in "US":
+        classes = classes.astype(object)
+    if classes.size == 1:
+        raise ValueError(f"y contains a single class; {owner} needs samples of at least 2 classes.")
+    return classes, encode_known_labels(labels, classes, "y")
+
+
+def encode_known_labels(labels: np.ndarray, classes: np.ndarray, name: str) -> npt.NDArray[np.intp]:
+    """Return each label's index into classes, raising ValueError if ``name`` has a label outside them."""
+    codes = pd.Index(classes).get_indexer(labels)
+    unknown = int(np.sum(codes < 0))
+    if unknown:
+        raise ValueError(f"{name} has {unknown} label(s) that are not among the {classes.size} classes of y.")
+    return codes.astype(np.intp)

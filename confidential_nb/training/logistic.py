@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from confidential_nb.training._estimator import Scaler, fit_scaler
+from confidential_nb.training._estimator import Scaler, encode_known_labels, encode_labels, fit_scaler
 from confidential_nb.training._numerics import FloatArray, RealArray, sigmoid, softmax
 from confidential_nb.training._parameters import (
     LOGISTIC_REGRESSION_RULES,
@@ -196,7 +196,7 @@ class LogisticRegression:
         labels = check_labels(y)
         check_class_labels(labels, estimator=type(self).__name__)
         check_same_length(features, labels, "X", "y")
-        classes, codes = _encode_labels(labels)
+        classes, codes = encode_labels(labels, "LogisticRegression")
         sample_weight = self._sample_weight(classes, codes, features.dtype)
         validation = self._prepare_validation(validation_data, X, features.shape[1], classes)
 
@@ -294,7 +294,7 @@ class LogisticRegression:
             expected_label="the feature names of X",
             order_hint="the column order of X",
         )
-        return features, _encode_known_labels(labels, classes, "y_val")
+        return features, encode_known_labels(labels, classes, "y_val")
 
     def _store_fit(self, weights: RealArray, intercept: RealArray, scaler: Scaler, classes: np.ndarray, X: Any) -> None:
         # Solver weights are (d,) for two classes and (d, k) for more; coef_
@@ -569,22 +569,3 @@ def _classes_from_state(values: object) -> np.ndarray:
     if len(set(values)) != len(values):
         raise ValueError("LogisticRegression state 'classes' must be distinct labels.")
     return classes
-
-
-def _encode_labels(labels: np.ndarray) -> tuple[np.ndarray, npt.NDArray[np.intp]]:
-    """Return the sorted classes and each label's index into them."""
-    classes = np.unique(labels)
-    if classes.dtype.kind in "US":
-        classes = classes.astype(object)
-    if classes.size == 1:
-        raise ValueError("y contains a single class; LogisticRegression needs samples of at least 2 classes.")
-    return classes, _encode_known_labels(labels, classes, "y")
-
-
-def _encode_known_labels(labels: np.ndarray, classes: np.ndarray, name: str) -> npt.NDArray[np.intp]:
-    codes = pd.Index(classes).get_indexer(labels)
-    unknown = int(np.sum(codes < 0))
-    if unknown:
-        raise ValueError(f"{name} has {unknown} label(s) that are not among the {classes.size} classes of y.")
-    return codes.astype(np.intp)
-

@@ -9,7 +9,7 @@ from typing import Any, Self
 
 import numpy as np
 
-from confidential_nb.training._estimator import fit_scaler
+from confidential_nb.training._estimator import encode_labels, fit_scaler
 from confidential_nb.training._parameters import (
     ParameterRule,
     _is_bool,
@@ -24,7 +24,6 @@ from confidential_nb.training.history import History
 from confidential_nb.training.svm import (
     RECORD_EVERY_RULE,
     _Classifier,
-    _encode_labels,
     _float_features,
     _is_recorded,
 )
@@ -133,7 +132,7 @@ class MLPClassifier(_Classifier):
         labels = check_labels(y)
         check_class_labels(labels, estimator=type(self).__name__)
         check_same_length(features, labels, "X", "y")
-        classes, codes = _encode_labels(labels, type(self).__name__)
+        classes, codes = encode_labels(labels, type(self).__name__)
         validation = self._prepare_validation(validation_data, features.shape[1], classes, X)
 
         scaler = fit_scaler(features, self.standardize, center=True)

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import pandas as pd
 
-from confidential_nb.training._estimator import Scaler, fit_scaler
+from confidential_nb.training._estimator import Scaler, encode_known_labels, encode_labels, fit_scaler
 from confidential_nb.training._parameters import (
     LOGISTIC_REGRESSION_RULES,
     ParameterRule,
@@ -93,24 +93,6 @@ def _float_features(X: Any, name: str = "X", action: str = "fitting") -> FloatAr
     return np.asarray(check_features(X, name=name, action=action), dtype=np.float64)
 
 
-def _encode_labels(labels: np.ndarray, owner: str) -> tuple[np.ndarray, np.ndarray]:
-    """Return the sorted classes and each label's index into them."""
-    classes = np.unique(labels)
-    if classes.dtype.kind in "US":
-        classes = classes.astype(object)
-    if classes.size == 1:
-        raise ValueError(f"y contains a single class; {owner} needs samples of at least 2 classes.")
-    return classes, _encode_known_labels(labels, classes, "y")
-
-
-def _encode_known_labels(labels: np.ndarray, classes: np.ndarray, name: str) -> np.ndarray:
-    codes = pd.Index(classes).get_indexer(labels)
-    unknown = int(np.sum(codes < 0))
-    if unknown:
-        raise ValueError(f"{name} has {unknown} label(s) that are not among the {classes.size} classes of y.")
-    return codes.astype(np.intp)
-
-
 def _is_recorded(record_every: int | None, epoch: int, last: bool) -> bool:
     """Return True when the history records this epoch: every record_every-th one and the last."""
     if not record_every:
@@ -182,7 +164,7 @@ class _Classifier:
         check_same_length(features, labels, "X_val", "y_val")
         if features.shape[1] != n_features:
             raise ValueError(f"X_val has {features.shape[1]} features, but X has {n_features}.")
-        return features, _encode_known_labels(labels, classes, "y_val")
+        return features, encode_known_labels(labels, classes, "y_val")
 
     def _store_feature_names(self, X: Any) -> None:
         names = feature_names_of(X) if isinstance(X, pd.DataFrame) else None
@@ -394,7 +376,7 @@ class LinearSVC(_Classifier):
         labels = check_labels(y)
         check_class_labels(labels, estimator=type(self).__name__)
         check_same_length(features, labels, "X", "y")
-        classes, codes = _encode_labels(labels, type(self).__name__)
+        classes, codes = encode_labels(labels, type(self).__name__)
         validation = self._prepare_validation(validation_data, features.shape[1], classes, X)
 
         scaler = fit_scaler(features, self.standardize, self.fit_intercept)
