@@ -77,3 +77,43 @@ def encode_known_labels(labels: np.ndarray, classes: np.ndarray, name: str) -> n
     if unknown:
         raise ValueError(f"{name} has {unknown} label(s) that are not among the {classes.size} classes of y.")
     return codes.astype(np.intp)
+
+
+def classes_from_state(values: object, owner: str, *, sorted_order: bool) -> np.ndarray:
+    """Return the class labels of an ``owner`` state, raising ValueError unless they are 2 or more distinct labels.
+
+    The labels must be all strings or all numbers. ``sorted_order=True`` also
+    requires them in ascending order, as ``fit`` stores them, and then tests
+    distinctness on the array, where NaN labels count as equal. Without it,
+    distinctness is tested on the Python values, as LogisticRegression states
+    have always been checked.
+    """
+    if not isinstance(values, list) or len(values) < 2:
+        raise ValueError(f"{owner} state 'classes' must be a list of at least 2 labels.")
+    if all(isinstance(value, str) for value in values):
+        classes = np.array(values, dtype=object)
+    elif all(isinstance(value, (bool, int, float)) for value in values):
+        classes = np.array(values)
+    else:
+        raise ValueError(f"{owner} state 'classes' must be all strings or all numbers.")
+
+    if sorted_order:
+        if len(pd.unique(classes)) != classes.size or not bool(np.all(classes[:-1] < classes[1:])):
+            raise ValueError(f"{owner} state 'classes' must be distinct labels in sorted order.")
+    elif len(set(values)) != len(values):
+        raise ValueError(f"{owner} state 'classes' must be distinct labels.")
+    return classes
+
+
+def feature_names_from_state(names: object, n_features: int, owner: str) -> np.ndarray | None:
+    """Return the feature names of an ``owner`` state as an object array, or None when it has none.
+
+    Raises ValueError unless ``names`` is None or n_features distinct strings.
+    """
+    if names is None:
+        return None
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise ValueError(f"{owner} state 'feature_names' must be None or a list of str.")
+    if len(names) != n_features or len(set(names)) != len(names):
+        raise ValueError(f"{owner} state 'feature_names' must hold {n_features} distinct names, got {len(names)}.")
+    return np.array(names, dtype=object)

@@ -11,7 +11,14 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from confidential_nb.training._estimator import Scaler, encode_known_labels, encode_labels, fit_scaler
+from confidential_nb.training._estimator import (
+    Scaler,
+    classes_from_state,
+    encode_known_labels,
+    encode_labels,
+    feature_names_from_state,
+    fit_scaler,
+)
 from confidential_nb.training._numerics import FloatArray, RealArray, sigmoid, softmax
 from confidential_nb.training._parameters import (
     LOGISTIC_REGRESSION_RULES,
@@ -439,7 +446,9 @@ class LogisticRegression:
 
         model = cls()._restore_params(fields["params"], version)
         model._restore_coefficients(fields)
-        _restore_feature_names(model, fields["feature_names"])
+        names = feature_names_from_state(fields["feature_names"], model.n_features_in_, "LogisticRegression")
+        if names is not None:
+            model.feature_names_in_ = names
         _restore_progress(model, fields)
         return model
 
@@ -454,7 +463,7 @@ class LogisticRegression:
         return self
 
     def _restore_coefficients(self, fields: Mapping[str, object]) -> None:
-        self.classes_ = _classes_from_state(fields["classes"])
+        self.classes_ = classes_from_state(fields["classes"], "LogisticRegression", sorted_order=False)
         n_rows = 1 if self.classes_.size == 2 else self.classes_.size
         coef = check_array(fields["coef"], "LogisticRegression state 'coef'", kind="f", shape=(n_rows, None))
         intercept = check_array(fields["intercept"], "LogisticRegression state 'intercept'", kind="f", shape=(n_rows,))
@@ -491,19 +500,6 @@ def _class_weights_from_dict(class_weight: Mapping[Any, float], classes: np.ndar
     per_class = np.ones(classes.size)
     per_class[positions] = [float(class_weight[key]) for key in keys]
     return per_class
-
-
-def _restore_feature_names(model: LogisticRegression, names: object) -> None:
-    if names is None:
-        return
-    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
-        raise ValueError("LogisticRegression state 'feature_names' must be None or a list of str.")
-    if len(names) != model.n_features_in_ or len(set(names)) != len(names):
-        raise ValueError(
-            f"LogisticRegression state 'feature_names' must hold {model.n_features_in_} distinct names, "
-            f"got {len(names)}."
-        )
-    model.feature_names_in_ = np.array(names, dtype=object)
 
 
 def _restore_progress(model: LogisticRegression, fields: Mapping[str, object]) -> None:
@@ -555,17 +551,3 @@ def _restore_early_stopping(model: LogisticRegression, fields: Mapping[str, obje
         raise ValueError("LogisticRegression state 'best_epoch' must be set when 'stopped_early' is True.")
     model.best_epoch_ = best_epoch
     model.stopped_early_ = stopped_early
-
-
-def _classes_from_state(values: object) -> np.ndarray:
-    if not isinstance(values, list) or len(values) < 2:
-        raise ValueError("LogisticRegression state 'classes' must be a list of at least 2 labels.")
-    if all(isinstance(value, str) for value in values):
-        classes = np.array(values, dtype=object)
-    elif all(isinstance(value, (bool, int, float)) for value in values):
-        classes = np.array(values)
-    else:
-        raise ValueError("LogisticRegression state 'classes' must be all strings or all numbers.")
-    if len(set(values)) != len(values):
-        raise ValueError("LogisticRegression state 'classes' must be distinct labels.")
-    return classes

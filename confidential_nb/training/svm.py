@@ -17,7 +17,14 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import pandas as pd
 
-from confidential_nb.training._estimator import Scaler, encode_known_labels, encode_labels, fit_scaler
+from confidential_nb.training._estimator import (
+    Scaler,
+    classes_from_state,
+    encode_known_labels,
+    encode_labels,
+    feature_names_from_state,
+    fit_scaler,
+)
 from confidential_nb.training._parameters import (
     LOGISTIC_REGRESSION_RULES,
     ParameterRule,
@@ -103,20 +110,6 @@ def _is_recorded(record_every: int | None, epoch: int, last: bool) -> bool:
 def _recorded_epochs(record_every: int | None, n_iter: int) -> list[int]:
     """Return the epoch numbers that a fit of n_iter epochs records."""
     return [epoch for epoch in range(1, n_iter + 1) if _is_recorded(record_every, epoch, epoch == n_iter)]
-
-
-def _classes_from_state(values: object, owner: str) -> np.ndarray:
-    if not isinstance(values, list) or len(values) < 2:
-        raise ValueError(f"{owner} state 'classes' must be a list of at least 2 labels.")
-    if all(isinstance(value, str) for value in values):
-        classes = np.array(values, dtype=object)
-    elif all(isinstance(value, (bool, int, float)) for value in values):
-        classes = np.array(values)
-    else:
-        raise ValueError(f"{owner} state 'classes' must be all strings or all numbers.")
-    if len(pd.unique(classes)) != classes.size or not bool(np.all(classes[:-1] < classes[1:])):
-        raise ValueError(f"{owner} state 'classes' must be distinct labels in sorted order.")
-    return classes
 
 
 class _Classifier:
@@ -235,17 +228,11 @@ class _Classifier:
         if n_features == 0:
             raise ValueError(f"{owner} state must describe at least 1 feature.")
         self.n_features_in_ = n_features
-        self.classes_ = _classes_from_state(fields["classes"], owner)
+        self.classes_ = classes_from_state(fields["classes"], owner, sorted_order=True)
 
-        names = fields["feature_names"]
+        names = feature_names_from_state(fields["feature_names"], n_features, owner)
         if names is not None:
-            if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
-                raise ValueError(f"{owner} state 'feature_names' must be None or a list of str.")
-            if len(names) != n_features or len(set(names)) != len(names):
-                raise ValueError(
-                    f"{owner} state 'feature_names' must hold {n_features} distinct names, got {len(names)}."
-                )
-            self.feature_names_in_ = np.array(names, dtype=object)
+            self.feature_names_in_ = names
 
         n_iter = fields["n_iter"]
         converged = fields["converged"]
