@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import overload
 
@@ -10,6 +11,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from confidential_nb.training._numerics import FloatArray, RealArray
+from confidential_nb.training.history import History
 
 # A column whose standard deviation is below this multiple of machine epsilon,
 # relative to its magnitude, is treated as constant because its spread is
@@ -117,3 +119,63 @@ def feature_names_from_state(names: object, n_features: int, owner: str) -> np.n
     if len(names) != n_features or len(set(names)) != len(names):
         raise ValueError(f"{owner} state 'feature_names' must hold {n_features} distinct names, got {len(names)}.")
     return np.array(names, dtype=object)
+
+
+def is_recorded(record_every: int | None, epoch: int, last: bool) -> bool:
+    """Return True when the history records this epoch: every record_every-th one and the last."""
+    if not record_every:
+        return False
+    return last or epoch % record_every == 0
+
+
+def recorded_epochs(record_every: int | None, n_iter: int) -> list[int]:
+    """Return the epoch numbers that a fit of n_iter epochs records."""
+    return [epoch for epoch in range(1, n_iter + 1) if is_recorded(record_every, epoch, epoch == n_iter)]
+
+
+def progress_from_state(
+    fields: Mapping[str, object], owner: str, epochs: int, record_every: int | None, *, exact_epochs: bool
+) -> tuple[int, bool, History]:
+    """Return the n_iter, converged and history fields of an ``owner`` state, raising ValueError on bad values.
+
+    n_iter must lie between 0 and epochs, and the history must fit
+    record_every as ``_check_history_epochs`` describes.
+    """
+    n_iter = fields["n_iter"]
+    converged = fields["converged"]
+    history = fields["history"]
+    if not isinstance(n_iter, int) or isinstance(n_iter, bool):
+        raise ValueError(f"{owner} state 'n_iter' must be an int, got {type(n_iter).__name__}.")
+    if not isinstance(converged, bool):
+        raise ValueError(f"{owner} state 'converged' must be a bool, got {type(converged).__name__}.")
+    if not isinstance(history, History):
+        raise ValueError(f"{owner} state 'history' must be a History, got {type(history).__name__}.")
+    if not 0 <= n_iter <= epochs:
+        raise ValueError(f"{owner} state 'n_iter' ({n_iter}) must be between 0 and epochs ({epochs}).")
+
+    _check_history_epochs(history, n_iter, record_every, owner, exact_epochs=exact_epochs)
+    return n_iter, converged, history
+
+
+def _check_history_epochs(history: History, n_iter: int, record_every: int | None, owner: str, *, exact_epochs: bool) -> None:
+    """Raise ValueError unless the history fits n_iter and record_every.
+
+    With recording off, the history must be empty. Otherwise
+    ``exact_epochs=True`` requires exactly the epochs that ``recorded_epochs``
+    lists. ``exact_epochs=False`` requires only that the last recorded epoch is
+    n_iter, the looser rule that LogisticRegression states have always met.
+    """
+    if not record_every:
+        if len(history):
+            raise ValueError(f"{owner} state 'history' must be empty when record_every turns recording off.")
+        return
+
+    last = history.epoch[-1] if len(history) else 0
+    if exact_epochs:
+        if history.epoch != recorded_epochs(record_every, n_iter):
+            raise ValueError(
+                f"{owner} state 'history' must contain the epochs that record_every={record_every} keeps up to "
+                f"n_iter ({n_iter}), but it contains {len(history)} epochs ending at epoch {last}."
+            )
+    elif last != n_iter:
+        raise ValueError(f"{owner} state 'n_iter' ({n_iter}) must equal the last recorded epoch ({last}).")

@@ -18,6 +18,7 @@ from confidential_nb.training._estimator import (
     encode_labels,
     feature_names_from_state,
     fit_scaler,
+    progress_from_state,
 )
 from confidential_nb.training._numerics import FloatArray, RealArray, sigmoid, softmax
 from confidential_nb.training._parameters import (
@@ -36,7 +37,6 @@ from confidential_nb.training._validation import (
     feature_names_of,
 )
 from confidential_nb.training.exceptions import ConvergenceWarning, NotFittedError
-from confidential_nb.training.history import History
 from confidential_nb.training.metrics import accuracy_score
 
 logger = logging.getLogger("confidential_nb.training")
@@ -503,18 +503,9 @@ def _class_weights_from_dict(class_weight: Mapping[Any, float], classes: np.ndar
 
 
 def _restore_progress(model: LogisticRegression, fields: Mapping[str, object]) -> None:
-    n_iter = fields["n_iter"]
-    converged = fields["converged"]
-    history = fields["history"]
-    if not isinstance(n_iter, int) or isinstance(n_iter, bool):
-        raise ValueError(f"LogisticRegression state 'n_iter' must be an int, got {type(n_iter).__name__}.")
-    if not isinstance(converged, bool):
-        raise ValueError(f"LogisticRegression state 'converged' must be a bool, got {type(converged).__name__}.")
-    if not isinstance(history, History):
-        raise ValueError(f"LogisticRegression state 'history' must be a History, got {type(history).__name__}.")
-    if not 0 <= n_iter <= model.epochs:
-        raise ValueError(f"LogisticRegression state 'n_iter' ({n_iter}) must be between 0 and epochs ({model.epochs}).")
-    _check_history_epochs(history, n_iter, model.record_every)
+    n_iter, converged, history = progress_from_state(
+        fields, "LogisticRegression", model.epochs, model.record_every, exact_epochs=False
+    )
     model.n_iter_ = n_iter
     model.converged_ = converged
     if history.loss_name is None:
@@ -524,18 +515,6 @@ def _restore_progress(model: LogisticRegression, fields: Mapping[str, object]) -
         raise ValueError(f"LogisticRegression state 'history' must record {LOSS_NAME!r}, got {history.loss_name!r}.")
     model.history_ = history
     _restore_early_stopping(model, fields, n_iter)
-
-
-def _check_history_epochs(history: History, n_iter: int, record_every: int | None) -> None:
-    if not record_every:
-        if len(history):
-            raise ValueError("LogisticRegression state 'history' must be empty when record_every turns recording off.")
-        return
-    last = history.epoch[-1] if len(history) else 0
-    if last != n_iter:
-        raise ValueError(
-            f"LogisticRegression state 'n_iter' ({n_iter}) must equal the last recorded epoch ({last})."
-        )
 
 
 def _restore_early_stopping(model: LogisticRegression, fields: Mapping[str, object], n_iter: int) -> None:

@@ -9,7 +9,7 @@ from typing import Any, Self
 
 import numpy as np
 
-from confidential_nb.training._estimator import encode_labels, fit_scaler
+from confidential_nb.training._estimator import encode_labels, fit_scaler, is_recorded
 from confidential_nb.training._parameters import (
     ParameterRule,
     _is_bool,
@@ -25,7 +25,6 @@ from confidential_nb.training.svm import (
     RECORD_EVERY_RULE,
     _Classifier,
     _float_features,
-    _is_recorded,
 )
 
 logger = logging.getLogger("confidential_nb.training")
@@ -209,7 +208,7 @@ class MLPClassifier(_Classifier):
             best_loss = min(best_loss, metrics["loss"])
             converged = epochs_without_progress >= self.n_iter_no_change
 
-            if _is_recorded(self.record_every, epoch, converged or epoch == self.epochs):
+            if is_recorded(self.record_every, epoch, converged or epoch == self.epochs):
                 if validation is not None:
                     metrics.update(_metrics(validation[0], validation[1], parameters, "val_"))
                 history.record_at(epoch, time.perf_counter() - started, **metrics)

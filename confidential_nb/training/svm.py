@@ -1,8 +1,9 @@
 """Linear support vector classifier trained by full-batch gradient methods.
 
-This module also contains the private helpers that ``mlp.py`` shares: label
-encoding, in-model standardization, prediction-time checks and the checks of
-untrusted state dicts.
+This module also contains ``_Classifier``, the base class that ``mlp.py``
+shares: parameter handling, prediction-time checks and the restoring of
+untrusted state dicts. Helpers that LogisticRegression also uses live in
+``_estimator.py``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from confidential_nb.training._estimator import (
     encode_labels,
     feature_names_from_state,
     fit_scaler,
+    is_recorded,
+    progress_from_state,
 )
 from confidential_nb.training._parameters import (
     LOGISTIC_REGRESSION_RULES,
@@ -91,25 +94,11 @@ LINEAR_SVC_RULES: dict[str, ParameterRule] = {
 
 
 # --- helpers shared with mlp.py ---------------------------------------------
-# NOTE: these duplicate private helpers of logistic.py; a shared private
-# module for all estimators would be their better home.
 
 
 def _float_features(X: Any, name: str = "X", action: str = "fitting") -> FloatArray:
     """Return check_features(X) as a float64 array; ``action`` names the step in messages."""
     return np.asarray(check_features(X, name=name, action=action), dtype=np.float64)
-
-
-def _is_recorded(record_every: int | None, epoch: int, last: bool) -> bool:
-    """Return True when the history records this epoch: every record_every-th one and the last."""
-    if not record_every:
-        return False
-    return last or epoch % record_every == 0
-
-
-def _recorded_epochs(record_every: int | None, n_iter: int) -> list[int]:
-    """Return the epoch numbers that a fit of n_iter epochs records."""
-    return [epoch for epoch in range(1, n_iter + 1) if _is_recorded(record_every, epoch, epoch == n_iter)]
 
 
 class _Classifier:
@@ -234,35 +223,12 @@ class _Classifier:
         if names is not None:
             self.feature_names_in_ = names
 
-        n_iter = fields["n_iter"]
-        converged = fields["converged"]
-        history = fields["history"]
-        if not isinstance(n_iter, int) or isinstance(n_iter, bool):
-            raise ValueError(f"{owner} state 'n_iter' must be an int, got {type(n_iter).__name__}.")
-        if not isinstance(converged, bool):
-            raise ValueError(f"{owner} state 'converged' must be a bool, got {type(converged).__name__}.")
-        if not isinstance(history, History):
-            raise ValueError(f"{owner} state 'history' must be a History, got {type(history).__name__}.")
-        epochs = getattr(self, "epochs")
-        if not 0 <= n_iter <= epochs:
-            raise ValueError(f"{owner} state 'n_iter' ({n_iter}) must be between 0 and epochs ({epochs}).")
-        _check_history_epochs(owner, history, n_iter, getattr(self, "record_every"))
+        n_iter, converged, history = progress_from_state(
+            fields, owner, getattr(self, "epochs"), getattr(self, "record_every"), exact_epochs=True
+        )
         self.n_iter_ = n_iter
         self.converged_ = converged
         self.history_ = history
-
-
-def _check_history_epochs(owner: str, history: History, n_iter: int, record_every: int | None) -> None:
-    """Raise ValueError unless the history contains exactly the epochs that record_every keeps."""
-    if history.epoch == _recorded_epochs(record_every, n_iter):
-        return
-    if not record_every:
-        raise ValueError(f"{owner} state 'history' must be empty when record_every turns recording off.")
-    last = history.epoch[-1] if len(history) else 0
-    raise ValueError(
-        f"{owner} state 'history' must contain the epochs that record_every={record_every} keeps up to "
-        f"n_iter ({n_iter}), but it contains {len(history)} epochs ending at epoch {last}."
-    )
 
 
 # --- LinearSVC ----------------------------------------------------------------
@@ -449,7 +415,7 @@ class LinearSVC(_Classifier):
             weight_gradient, bias_gradient = self._gradient(features, signs, weights, bias, penalty_strength)
             gradient_norms = np.sqrt((weight_gradient**2).sum(axis=0) + bias_gradient**2)
             converged = float(gradient_norms.max()) <= self.tol
-            if _is_recorded(self.record_every, epoch, converged or epoch == self.epochs):
+            if is_recorded(self.record_every, epoch, converged or epoch == self.epochs):
                 self._record(history, epoch, features, signs, codes, validation, weights, bias, started)
             if converged:
                 return _Descent(weights, bias, history, epoch, True, objective_rose)
@@ -488,7 +454,7 @@ class LinearSVC(_Classifier):
             if epoch >= _HINGE_PATIENCE:
                 earlier = best_by_epoch[epoch - _HINGE_PATIENCE]
                 stalled = earlier - best_objective <= self.tol * earlier
-            if _is_recorded(self.record_every, epoch, stalled or epoch == self.epochs):
+            if is_recorded(self.record_every, epoch, stalled or epoch == self.epochs):
                 self._record(history, epoch, features, signs, codes, validation, best_weights, best_bias, started)
             if stalled:
                 return _Descent(best_weights, best_bias, history, epoch, True, False)
