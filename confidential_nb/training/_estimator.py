@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import overload
+from typing import Any, overload
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
 from confidential_nb.training._numerics import FloatArray, RealArray
+from confidential_nb.training._validation import check_feature_names, feature_names_of
 from confidential_nb.training.history import History
 
 # A column whose standard deviation is below this multiple of machine epsilon,
@@ -79,6 +80,28 @@ def encode_known_labels(labels: np.ndarray, classes: np.ndarray, name: str) -> n
     if unknown:
         raise ValueError(f"{name} has {unknown} label(s) that are not among the {classes.size} classes of y.")
     return codes.astype(np.intp)
+
+
+def store_feature_names(model: object, X: Any) -> None:
+    """Set ``model.feature_names_in_`` to the column names of a DataFrame X, or delete it for other inputs.
+
+    Deleting matters on a refit, so that names from an earlier fit do not survive.
+    """
+    names = feature_names_of(X) if isinstance(X, pd.DataFrame) else None
+    if names is not None:
+        setattr(model, "feature_names_in_", np.array(names, dtype=object))
+    elif hasattr(model, "feature_names_in_"):
+        delattr(model, "feature_names_in_")
+
+
+def check_predict_features(features: RealArray, X: Any, owner: str, n_features_in: int, fitted_names: np.ndarray | None) -> None:
+    """Raise ValueError unless the checked features of X match the fitted feature count and names."""
+    if features.shape[1] != n_features_in:
+        raise ValueError(
+            f"X has {features.shape[1]} features, but {owner} was fitted with {n_features_in} features."
+        )
+
+    check_feature_names(None if fitted_names is None else list(fitted_names), X)
 
 
 def classes_from_state(values: object, owner: str, *, sorted_order: bool) -> np.ndarray:

@@ -13,12 +13,14 @@ import pandas as pd
 
 from confidential_nb.training._estimator import (
     Scaler,
+    check_predict_features,
     classes_from_state,
     encode_known_labels,
     encode_labels,
     feature_names_from_state,
     fit_scaler,
     progress_from_state,
+    store_feature_names,
 )
 from confidential_nb.training._numerics import FloatArray, RealArray, sigmoid, softmax
 from confidential_nb.training._parameters import (
@@ -138,6 +140,10 @@ class LogisticRegression:
     ``random_state`` seeds the shuffling of ``"sgd"`` and ``"adam"``;
     ``"gd"`` and ``"newton"`` start from zero weights and are deterministic.
     """
+
+    # Set by fit only when X is a DataFrame whose column names are all str,
+    # and by from_state when the state lists feature names.
+    feature_names_in_: np.ndarray
 
     def __init__(
         self,
@@ -316,12 +322,7 @@ class LogisticRegression:
         self.intercept_ = shifts - self.coef_ @ scaler.mean
         self.classes_ = classes
         self.n_features_in_ = int(self.coef_.shape[1])
-
-        names = feature_names_of(X) if isinstance(X, pd.DataFrame) else None
-        if names is not None:
-            self.feature_names_in_ = np.array(names, dtype=object)
-        elif hasattr(self, "feature_names_in_"):
-            del self.feature_names_in_
+        store_feature_names(self, X)
 
     def _warn_not_converged(self, loss_rose: bool, dtype: np.dtype[Any]) -> None:
         if self.solver == "newton" and dtype == np.float32:
@@ -368,14 +369,7 @@ class LogisticRegression:
     def _check_predict_features(self, X: Any, action: str) -> FloatArray:
         self._check_fitted()
         features = check_features(X, action=action)
-        if features.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X has {features.shape[1]} features, but {type(self).__name__} was fitted with "
-                f"{self.n_features_in_} features."
-            )
-
-        fitted_names = getattr(self, "feature_names_in_", None)
-        check_feature_names(None if fitted_names is None else list(fitted_names), X)
+        check_predict_features(features, X, type(self).__name__, self.n_features_in_, getattr(self, "feature_names_in_", None))
         return features
 
     def decision_function(self, X: Any) -> FloatArray:

@@ -9,7 +9,7 @@ from typing import Any, Self
 
 import numpy as np
 
-from confidential_nb.training._estimator import encode_labels, fit_scaler, is_recorded
+from confidential_nb.training._estimator import encode_labels, fit_scaler, is_recorded, store_feature_names
 from confidential_nb.training._parameters import (
     ParameterRule,
     _is_bool,
@@ -154,7 +154,7 @@ class MLPClassifier(_Classifier):
         self.n_iter_ = n_iter
         self.converged_ = converged
         self.history_ = history
-        self._store_feature_names(X)
+        store_feature_names(self, X)
 
         if not converged:
             scaling = ", or set standardize=True if the features have very different scales" if not self.standardize else ""

@@ -20,6 +20,7 @@ import pandas as pd
 
 from confidential_nb.training._estimator import (
     Scaler,
+    check_predict_features,
     classes_from_state,
     encode_known_labels,
     encode_labels,
@@ -27,6 +28,7 @@ from confidential_nb.training._estimator import (
     fit_scaler,
     is_recorded,
     progress_from_state,
+    store_feature_names,
 )
 from confidential_nb.training._parameters import (
     LOGISTIC_REGRESSION_RULES,
@@ -148,13 +150,6 @@ class _Classifier:
             raise ValueError(f"X_val has {features.shape[1]} features, but X has {n_features}.")
         return features, encode_known_labels(labels, classes, "y_val")
 
-    def _store_feature_names(self, X: Any) -> None:
-        names = feature_names_of(X) if isinstance(X, pd.DataFrame) else None
-        if names is not None:
-            self.feature_names_in_ = np.array(names, dtype=object)
-        elif hasattr(self, "feature_names_in_"):
-            del self.feature_names_in_
-
     def _check_fitted(self) -> None:
         if not hasattr(self, "classes_"):
             raise NotFittedError(
@@ -164,14 +159,7 @@ class _Classifier:
     def _check_predict_features(self, X: Any, action: str = "predicting") -> FloatArray:
         self._check_fitted()
         features = _float_features(X, action=action)
-        if features.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X has {features.shape[1]} features, but {type(self).__name__} was fitted with "
-                f"{self.n_features_in_} features."
-            )
-
-        fitted_names = getattr(self, "feature_names_in_", None)
-        check_feature_names(list(fitted_names) if fitted_names is not None else None, X)
+        check_predict_features(features, X, type(self).__name__, self.n_features_in_, getattr(self, "feature_names_in_", None))
         return features
 
     def predict(self, X: Any) -> np.ndarray:
@@ -539,7 +527,7 @@ class LinearSVC(_Classifier):
         self.n_iter_ = descent.n_iter
         self.converged_ = descent.converged
         self.history_ = descent.history
-        self._store_feature_names(X)
+        store_feature_names(self, X)
 
     def _warn_not_converged(self, objective_rose: bool) -> None:
         if objective_rose:
