@@ -9,7 +9,7 @@ from typing import Any, Self
 
 import numpy as np
 
-from confidential_nb.training._estimator import encode_labels, fit_scaler, is_recorded, store_feature_names
+from confidential_nb.training._estimator import fit_scaler, is_recorded, store_feature_names
 from confidential_nb.training._parameters import (
     ParameterRule,
     _is_bool,
@@ -18,14 +18,10 @@ from confidential_nb.training._parameters import (
     validate_parameters,
 )
 from confidential_nb.training._state import check_array
-from confidential_nb.training._validation import FloatArray, check_class_labels, check_labels, check_same_length
+from confidential_nb.training._validation import FloatArray
 from confidential_nb.training.exceptions import ConvergenceWarning
 from confidential_nb.training.history import History
-from confidential_nb.training.svm import (
-    RECORD_EVERY_RULE,
-    _Classifier,
-    _float_features,
-)
+from confidential_nb.training.svm import RECORD_EVERY_RULE, _Classifier
 
 logger = logging.getLogger("confidential_nb.training")
 
@@ -127,12 +123,7 @@ class MLPClassifier(_Classifier):
         """
         validate_parameters(type(self).__name__, self.get_params(), MLP_CLASSIFIER_RULES)
 
-        features = _float_features(X)
-        labels = check_labels(y)
-        check_class_labels(labels, estimator=type(self).__name__)
-        check_same_length(features, labels, "X", "y")
-        classes, codes = encode_labels(labels, type(self).__name__)
-        validation = self._prepare_validation(validation_data, features.shape[1], classes, X)
+        features, classes, codes, validation = self._check_fit_data(X, y, validation_data)
 
         scaler = fit_scaler(features, self.standardize, center=True)
         scaled_validation = None if validation is None else (scaler.transform(validation[0]), validation[1])

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from confidential_nb.training._estimator import (
@@ -131,6 +132,18 @@ class _Classifier:
         defaults = type(self)().get_params()
         changed = {name: value for name, value in self.get_params().items() if value != defaults[name]}
         return f"{type(self).__name__}({', '.join(f'{name}={value!r}' for name, value in changed.items())})"
+
+    def _check_fit_data(
+        self, X: Any, y: Any, validation_data: tuple[Any, Any] | None
+    ) -> tuple[FloatArray, np.ndarray, npt.NDArray[np.intp], tuple[FloatArray, np.ndarray] | None]:
+        """Return the float64 features, the sorted classes, each label's code and the checked validation data."""
+        features = _float_features(X)
+        labels = check_labels(y)
+        check_class_labels(labels, estimator=type(self).__name__)
+        check_same_length(features, labels, "X", "y")
+        classes, codes = encode_labels(labels, type(self).__name__)
+        validation = self._prepare_validation(validation_data, features.shape[1], classes, X)
+        return features, classes, codes, validation
 
     def _prepare_validation(
         self, validation_data: tuple[Any, Any] | None, n_features: int, classes: np.ndarray, X: Any
@@ -313,12 +326,7 @@ class LinearSVC(_Classifier):
         """
         validate_parameters(type(self).__name__, self.get_params(), LINEAR_SVC_RULES)
 
-        features = _float_features(X)
-        labels = check_labels(y)
-        check_class_labels(labels, estimator=type(self).__name__)
-        check_same_length(features, labels, "X", "y")
-        classes, codes = encode_labels(labels, type(self).__name__)
-        validation = self._prepare_validation(validation_data, features.shape[1], classes, X)
+        features, classes, codes, validation = self._check_fit_data(X, y, validation_data)
 
         scaler = fit_scaler(features, self.standardize, self.fit_intercept)
         scaled = scaler.transform(features)
