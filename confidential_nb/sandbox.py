@@ -4,19 +4,23 @@ Each runner gets a new session and process group, so a timeout kills every
 descendant that stays in the group. It also gets ``no_new_privs``, a
 non-dumpable process, a clean environment, a private scratch directory as
 working directory and ``TMPDIR``, no inherited descriptors beyond its
-channel, and limits on address space, CPU time, file size and open files. Namespaces, seccomp and
-a separate uid are not applied yet and are reported as inactive.
+channel, and limits on address space, CPU time, file size and open files.
+Where the process may create one (as root), each runner also gets its own
+network namespace. Mount and PID namespaces, seccomp and a separate uid are
+not applied yet and are reported as inactive.
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import resource
 from dataclasses import dataclass
 
 _PR_SET_DUMPABLE = 4
 _PR_SET_NO_NEW_PRIVS = 38
+_CLONE_NEWNET = 0x40000000
 
 # Variables a runner starts with; everything else from the parent is dropped.
 SINGLE_THREAD_ENVIRONMENT = {
@@ -77,8 +81,11 @@ def _prctl(option: int, value: int) -> bool:
 def isolate_runner(scratch: str, keep_fd: int, limits: Limits) -> dict[str, bool]:
     """Apply every available layer to the current (freshly forked) process."""
     layers = {"process_group": False, "no_new_privs": False, "not_dumpable": False, "clean_environment": False,
-              "scratch_directory": False, "closed_descriptors": False, "resource_limits": False}
+              "scratch_directory": False, "closed_descriptors": False, "resource_limits": False,
+              "network_namespace": False}
 
+    # A new network namespace has only a loopback interface, which is down, and its own abstract sockets.
+    layers["network_namespace"] = _unshare(_CLONE_NEWNET)
     os.setsid()
     layers["process_group"] = True
     layers["no_new_privs"] = _prctl(_PR_SET_NO_NEW_PRIVS, 1)
@@ -103,6 +110,25 @@ def isolate_runner(scratch: str, keep_fd: int, limits: Limits) -> dict[str, bool
     return layers
 
 
+def _unshare(flags: int) -> bool:
+    libc = ctypes.CDLL(None, use_errno=True)
+    return bool(libc.unshare(flags) == 0)
+
+
+@functools.lru_cache(maxsize=1)
+def network_namespace_available() -> bool:
+    """Return whether runners can get a network namespace, probed once in a short-lived child.
+
+    Creating one needs CAP_SYS_ADMIN (root, as on these machines); the
+    probe's child runs no user code and exits at once.
+    """
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if _unshare(_CLONE_NEWNET) else 1)
+    _, status = os.waitpid(pid, 0)
+    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
 def layer_report() -> dict[str, bool]:
     """Return which isolation layers runners get on this machine."""
     return {
@@ -114,7 +140,7 @@ def layer_report() -> dict[str, bool]:
         "closed_descriptors": True,
         "resource_limits": True,
         "separate_uid": False,
-        "network_namespace": False,
+        "network_namespace": network_namespace_available(),
         "mount_namespace": False,
         "pid_namespace": False,
         "seccomp": False,

@@ -458,3 +458,59 @@ def test_run_repeated_library_warning_reported_once(enclave):
     with pytest.warns(EnclaveWarning, match=r"\(raised 3 times\)"):
         run = enclave.run(source)
     assert len(run.warnings) == 1
+
+
+def _network_layer_active(enclave) -> bool:
+    return bool(enclave.status()["layers"]["network_namespace"])
+
+
+def test_runner_network_namespace_blocks_loopback(enclave):
+    import socket
+
+    if not _network_layer_active(enclave):
+        pytest.skip("this machine does not let the enclave create network namespaces (needs CAP_SYS_ADMIN)")
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    try:
+        source = (
+            "import socket\n"
+            "try:\n"
+            "    socket.create_connection(('127.0.0.1', port), timeout=2).close()\n"
+            "    result = 'connected'\n"
+            "except OSError as error:\n"
+            "    result = type(error).__name__\n"
+        )
+        assert enclave.run(source, params={"port": port}).value != "connected"
+        assert enclave.run("import socket\n[name for _, name in socket.if_nameindex()]").value == ["lo"]
+    finally:
+        listener.close()
+
+
+def test_runner_network_namespace_blocks_abstract_socket(enclave):
+    import socket
+
+    if not _network_layer_active(enclave):
+        pytest.skip("this machine does not let the enclave create network namespaces (needs CAP_SYS_ADMIN)")
+    name = "\0confidential-nb-test-" + os.urandom(4).hex()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(name)
+    listener.listen()
+    try:
+        source = (
+            "import socket\n"
+            "client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
+            "try:\n"
+            "    client.connect(name)\n"
+            "    result = 'connected'\n"
+            "except OSError as error:\n"
+            "    result = type(error).__name__\n"
+        )
+        assert enclave.run(source, params={"name": name}).value == "ConnectionRefusedError"
+    finally:
+        listener.close()
+
+
+def test_network_layer_reported_as_probed(enclave):
+    from confidential_nb.sandbox import network_namespace_available
+
+    assert enclave.status()["layers"]["network_namespace"] == network_namespace_available()
