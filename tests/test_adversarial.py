@@ -32,6 +32,7 @@ from confidential_nb.errors import (
     SealError,
 )
 from confidential_nb.result_codec import MAX_NODES, decode_result
+from processes import is_running
 
 SECRET = "alice-secret"
 
@@ -74,36 +75,6 @@ def small_limit() -> Sealed:
     """The same frame, sealed with a result limit of 64 bytes."""
     frame = pd.DataFrame({"name": [SECRET, "bob"], "x": [1.0, 2.0]})
     return confidential_nb.seal(frame, policy={"max_result_bytes": 64, "schema_public": False})
-
-
-def _descendants(root: int) -> set[int]:
-    """Return the ids of the processes whose parent chain reaches `root`, read from /proc."""
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(fields[1])
-    found: set[int] = set()
-    changed = True
-    while changed:
-        changed = False
-        for pid, parent in parents.items():
-            if pid not in found and (parent == root or parent in found):
-                found.add(pid)
-                changed = True
-    return found
-
-
-def _is_running(pid: int) -> bool:
-    """Return True when `pid` exists and is not a zombie."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def _peak_memory_mib(pid: int) -> int:
@@ -464,7 +435,7 @@ def test_run_forked_child_killed(breaker):
     source = "import os, time\npid = os.fork()\nif pid == 0:\n    time.sleep(60)\n    os._exit(0)\nresult = pid"
     child = breaker.run(source, timeout=10).value
     time.sleep(0.2)
-    assert not _is_running(child)
+    assert not is_running(child)
 
 
 def test_run_setsid_child_killed(breaker):
@@ -483,9 +454,9 @@ def test_run_setsid_child_killed(breaker):
     child = breaker.run(source, timeout=10).value
     try:
         time.sleep(0.2)
-        assert not _is_running(child)
+        assert not is_running(child)
     finally:
-        if _is_running(child):
+        if is_running(child):
             os.kill(child, signal.SIGKILL)
 
 

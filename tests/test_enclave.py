@@ -24,6 +24,7 @@ from confidential_nb.errors import (
     SealError,
 )
 from confidential_nb.functions import cell_checksum
+from processes import descendants, wait_until_gone
 
 
 @pytest.fixture(scope="module")
@@ -35,27 +36,6 @@ def frame() -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def sealed(frame) -> Sealed:
     return confidential_nb.seal(frame)
-
-
-def _descendants(root: int) -> set[int]:
-    """Process ids whose parent chain reaches `root`, read from /proc."""
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(fields[1])
-    found: set[int] = set()
-    changed = True
-    while changed:
-        changed = False
-        for pid, parent in parents.items():
-            if pid not in found and (parent == root or parent in found):
-                found.add(pid)
-                changed = True
-    return found
 
 
 def test_run_value_is_last_expression(enclave, sealed, frame):
@@ -165,11 +145,11 @@ def test_run_scratch_directory_removed(enclave):
 
 def test_run_timeout_kills_process_group(enclave):
     zygote = enclave.status()["zygote_pid"]
-    before = _descendants(zygote)
+    before = descendants(zygote)
     source = "import os, time\nif os.fork() == 0:\n    time.sleep(600)\nwhile True:\n    pass\n"
     with pytest.raises(EnclaveTimeoutError, match="timeout of 1.5 seconds"):
         enclave.run(source, timeout=1.5)
-    assert _descendants(zygote) == before
+    assert descendants(zygote) == before
     assert enclave.run("'alive'").value == "alive"
 
 
@@ -271,31 +251,18 @@ def test_run_interrupt_restarts_enclave(key_home, tmp_path):
         timer.join()
 
         assert not local.running
-        assert _wait_until_gone(first_pid)
-        assert _wait_until_gone(int(pid_file.read_text()))
+        assert wait_until_gone(first_pid)
+        assert wait_until_gone(int(pid_file.read_text()))
         assert local.run("'back'").value == "back"
         assert local.status()["monitor_pid"] != first_pid
-
-
-def _wait_until_gone(pid: int, seconds: float = 5.0) -> bool:
-    """Return True once `pid` no longer runs; a zombie awaiting its reaper counts as gone."""
-    for _ in range(int(seconds * 20)):
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            return True
-        if state == "Z":
-            return True
-        threading.Event().wait(0.05)
-    return False
 
 
 def test_enclave_close_leaves_no_process(key_home):
     local = Enclave(key_home)
     status = local.status()
     local.close()
-    assert _wait_until_gone(status["monitor_pid"])
-    assert _wait_until_gone(status["zygote_pid"])
+    assert wait_until_gone(status["monitor_pid"])
+    assert wait_until_gone(status["zygote_pid"])
 
 
 def test_enclave_exits_when_host_process_dies(key_home, tmp_path):
@@ -308,8 +275,8 @@ def test_enclave_exits_when_host_process_dies(key_home, tmp_path):
     )
     output = subprocess.run(["python3", "-c", script], capture_output=True, text=True, timeout=60, check=True).stdout
     monitor, zygote = (int(value) for value in output.split())
-    assert _wait_until_gone(monitor)
-    assert _wait_until_gone(zygote)
+    assert wait_until_gone(monitor)
+    assert wait_until_gone(zygote)
 
 
 def test_attestation_verifies_against_pins(enclave, key_home):

@@ -1,0 +1,50 @@
+"""Process inspection through /proc, shared by the tests that check nothing outlives a run."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+
+def _stat_fields(pid: int | str) -> list[str]:
+    """Return the fields of /proc/PID/stat after the command name, which may contain spaces."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def descendants(root: int) -> set[int]:
+    """Return the ids of the processes whose parent chain reaches `root`."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int(_stat_fields(entry.name)[1])
+            except OSError:
+                continue
+
+    found: set[int] = set()
+    changed = True
+    while changed:
+        changed = False
+        for pid, parent in parents.items():
+            if pid not in found and (parent == root or parent in found):
+                found.add(pid)
+                changed = True
+    return found
+
+
+def is_running(pid: int) -> bool:
+    """Return True when `pid` exists and is not a zombie."""
+    try:
+        return _stat_fields(pid)[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_until_gone(pid: int, seconds: float = 5.0) -> bool:
+    """Return True once `pid` no longer runs; a zombie awaiting its reaper counts as gone."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not is_running(pid):
+            return True
+        time.sleep(0.05)
+    return not is_running(pid)
