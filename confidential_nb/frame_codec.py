@@ -32,7 +32,7 @@ buffer role to ``[offset, length]`` within the body) plus fields per kind:
 - ``numpy``: ``dtype`` (bool, int8..int64, uint8..uint64, float16..float64,
   complex64, complex128); buffer ``data`` contains the values.
 - ``datetime``: ``unit`` (s, ms, us, ns), ``tz`` (a zone name or null) and
-  ``tz_offset_seconds`` (a fixed UTC offset or null); buffer ``data`` holds
+  ``tz_offset_seconds`` (a fixed UTC offset or null); buffer ``data`` contains
   int64 ticks since the epoch, NaT as the minimum int64.
 - ``timedelta``: ``unit``; buffer ``data`` contains int64 ticks.
 - ``masked``: ``dtype`` (Int8..Int64, UInt8..UInt64, Float32, Float64,

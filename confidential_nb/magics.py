@@ -277,7 +277,7 @@ def seal_variable(namespace: Mapping[str, Any], name: str, *, schema_public: boo
     value = namespace[name]
     if not isinstance(value, (pd.DataFrame, bytes)):
         raise UsageError(
-            f"variable {name!r} holds a value of type {type(value).__name__}, but %cape_seal seals "
+            f"variable {name!r} contains a value of type {type(value).__name__}, but %cape_seal seals "
             "a pandas DataFrame or bytes; convert it first (for a Series, use .to_frame())"
         )
 
@@ -383,7 +383,7 @@ def _describe_bad_input(namespace: Mapping[str, Any], name: str, sealed_type: ty
     if name not in namespace:
         problem = f"--input {name!r}: no variable of that name exists"
     else:
-        problem = f"--input {name!r} holds a value of type {type(namespace[name]).__name__}, not a Sealed input"
+        problem = f"--input {name!r} contains a value of type {type(namespace[name]).__name__}, not a Sealed input"
 
     available = sorted(key for key, item in namespace.items() if isinstance(item, sealed_type) and not key.startswith("_"))
     if available:

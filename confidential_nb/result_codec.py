@@ -63,9 +63,9 @@ MAX_DEPTH = 100
 # Bounds the work of encoding a value that shares one container many times
 # over, e.g. ``a = [a, a]`` repeated, which has no cycle but grows exponentially.
 MAX_NODES = 1_000_000
-# Each encoded node takes at most 5 JSON arrays or objects: up to 3 of its own
-# (an object node's tag, state and items) and up to 2 in its parent (a dict
-# item's [key, value] pair and an int key). A node with a buffer has at most 2
+# Each encoded node takes at most 5 JSON arrays or objects. Up to 3 are its own
+# (an object node's tag, state and items), and up to 2 are in its parent (a
+# dict item's [key, value] pair and an int key). A node with a buffer has at most 2
 # of its own, so its [offset, length] span keeps it within 5. The document
 # object and its buffer list add 2. Counting them before json.loads bounds the
 # memory that the parsed tree takes.

@@ -331,9 +331,9 @@ def test_run_library_warning_reissued_on_host(enclave):
     assert run.warnings[0].startswith("ConvergenceWarning:")
 
 
-def test_run_cpu_time_limit_follows_timeout(enclave):
-    # A busy loop in a thread that ignores signals still meets the CPU limit
-    # (timeout + 5 s) at the latest; the wall-clock timeout usually comes first.
+def test_run_busy_loop_stopped_at_timeout(enclave):
+    # A busy loop uses CPU, so the CPU-time limit (timeout + 5 s) would also end it.
+    # The wall-clock timeout comes first and is what the error names.
     with pytest.raises(EnclaveTimeoutError, match="timeout of 1 second and"):
         enclave.run("while True:\n    pass", timeout=1)
 

@@ -75,7 +75,7 @@ def test_cape_seal_missing_variable_raises(shell: InteractiveShell) -> None:
 def test_cape_seal_wrong_type_raises(shell: InteractiveShell) -> None:
     shell.user_ns["numbers"] = [1, 2, 3]
 
-    with pytest.raises(UsageError, match="variable 'numbers' holds a value of type list.*DataFrame or bytes"):
+    with pytest.raises(UsageError, match="variable 'numbers' contains a value of type list.*DataFrame or bytes"):
         shell.run_line_magic("cape_seal", "numbers")
 
 
@@ -121,7 +121,7 @@ def test_cape_missing_input_lists_sealed(shell: InteractiveShell, sealed_frame: 
 def test_cape_input_not_sealed_raises(shell: InteractiveShell) -> None:
     shell.user_ns["df"] = pd.DataFrame({"x": [1]})
 
-    with pytest.raises(UsageError, match="--input 'df' holds a value of type DataFrame, not a Sealed input"):
+    with pytest.raises(UsageError, match="--input 'df' contains a value of type DataFrame, not a Sealed input"):
         run_cape(shell, "--input df")
 
 

@@ -541,7 +541,7 @@ def test_logistic_regression_warns_about_large_learning_rate(split: list[Any]) -
         LogisticRegression(standardize=False).fit(X_train, y_train)
 
 
-def test_logistic_regression_small_learning_rate_does_not_stop_early(split: list[Any]) -> None:
+def test_logistic_small_learning_rate_runs_all_epochs(split: list[Any]) -> None:
     X_train, _, y_train, _ = split
 
     with pytest.warns(ConvergenceWarning, match=r"learning_rate \(now 0.0001\)"):

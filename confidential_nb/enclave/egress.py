@@ -1,10 +1,10 @@
 """The egress guard: what a runner's reply may carry out of the enclave.
 
 A runner executes hostile code, so the monitor treats its reply header as
-untrusted. It rebuilds every reply from a fixed schema: a known kind, an
-exception type name that resolves to a real class of Python, numpy, pandas
-or confidential_nb, a line number within the cell, a bounded count of
-withheld lines and library warnings. Free text (library exception messages,
+untrusted. It rebuilds every reply from a fixed schema. A reply has a known
+kind and an exception type name that resolves to a real class of Python,
+numpy, pandas or confidential_nb. It may also carry a line number within the
+cell, a bounded count of withheld lines and library warnings. Free text (library exception messages,
 warning texts, encoding error details) passes only when every input's schema
 is public, and counts against the result budget like the result itself.
 

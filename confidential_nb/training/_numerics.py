@@ -48,7 +48,7 @@ def sigmoid_and_log_loss(logits: RealArray, labels: RealArray) -> tuple[RealArra
 def softmax_and_log_loss(logits: RealArray, codes: npt.NDArray[np.intp]) -> tuple[RealArray, RealArray]:
     """Return row-wise softmax probabilities of (n, k) logits and each row's cross-entropy.
 
-    ``codes`` holds each row's class index into the columns of ``logits``.
+    ``codes`` contains each row's class index into the columns of ``logits``.
     """
     shifted = logits - logits.max(axis=1, keepdims=True)
     exponentials = np.exp(shifted)

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any
 
-# Longest parameter repr quoted in an error message.
+# Maximum length of a parameter repr quoted in an error message.
 MAX_VALUE_REPR = 60
 
 
 @dataclass(frozen=True)
 class ParameterRule:
-    """What a hyperparameter accepts: a test and its description for messages."""
+    """Rule for a hyperparameter's accepted values: a test and its description for messages."""
 
     description: str
     accepts: Callable[[Any], bool]

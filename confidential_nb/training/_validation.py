@@ -16,7 +16,7 @@ import pandas as pd
 FloatArray = npt.NDArray[np.float64]
 RealArray = npt.NDArray[np.floating[Any]]
 
-# Longest list of column names quoted in one message.
+# Maximum number of column names quoted in one message.
 MAX_NAMES_IN_MESSAGE = 10
 
 

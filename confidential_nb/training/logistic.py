@@ -113,12 +113,12 @@ class LogisticRegression:
     ``||grad J||_2 <= tol``. The test is on the model after the epoch, so it
     does not depend on the learning rate. When training ends at ``epochs``
     without passing it, ``fit`` emits a ``ConvergenceWarning``. The default
-    ``tol=0.03`` is a stopping rule for prediction, not a tight optimum
-    (scikit-learn's lbfgs stops at a gradient entry of 1e-4): on the bundled
+    ``tol=0.03`` is a stopping rule for prediction, not a tight optimum, because
+    scikit-learn's lbfgs stops at a gradient entry of 1e-4. On the bundled
     breast cancer data, standardized and split as in the package example
     (``test_size=0.33, random_state=0``), gradient descent stops after 214 of
     the default 300 epochs. For coefficients close to the exact optimum, set
-    a small ``tol`` and use ``solver="newton"``, or many more epochs: on the
+    a small ``tol`` and use ``solver="newton"``, or many more epochs. On the
     standardized bundled data (all 569 rows, ``C=1``), gradient descent
     with ``learning_rate=1.0`` first gets within 1e-3 of the exact training
     log loss at epoch 559, and with the default 0.1 not within 3000. On
@@ -310,8 +310,8 @@ class LogisticRegression:
         return features, encode_known_labels(labels, classes, "y_val")
 
     def _store_fit(self, weights: RealArray, intercept: RealArray, scaler: Scaler, classes: np.ndarray, X: Any) -> None:
-        # Solver weights are (d,) for two classes and (d, k) for more; coef_
-        # is (1, d) or (k, d) on the input's scale, as in scikit-learn.
+        # Solver weights are (d,) for two classes and (d, k) for more. coef_ is
+        # (1, d) or (k, d) on the input's scale, as in scikit-learn.
         standardized = np.asarray(weights, dtype=np.float64).reshape(weights.shape[0], -1).T
         shifts = np.asarray(intercept, dtype=np.float64).reshape(-1)
         if shifts.size > 2 and self.fit_intercept:

@@ -73,7 +73,7 @@ class MLPClassifier(_Classifier):
     epochs. Otherwise it runs all ``epochs`` and ``fit`` warns.
 
     ``standardize=True`` centres each feature and divides it by its
-    population standard deviation inside the model; the learned first
+    population standard deviation inside the model. The learned first
     layer is then folded back to the original feature scale.
 
     History: ``history_`` records the mean cross-entropy (without the

@@ -218,7 +218,7 @@ def _check_stratifiable(class_counts: np.ndarray, n_train: int, n_test: int) -> 
 def _allocate(total: int, weights: np.ndarray, caps: np.ndarray) -> np.ndarray:
     """Split total into integer counts proportional to weights, each at most its cap.
 
-    Uses the largest-remainder method; ties go to the class that comes first
+    Uses the largest-remainder method. Ties go to the class that comes first
     in sorted label order, so the result does not depend on the random state.
     """
     exact = total * weights / weights.sum()
