@@ -1,0 +1,79 @@
+"""A pids cgroup around the sandbox, where the cgroup file system is writable.
+
+The seccomp filter already rejects process creation in runners; ``pids.max``
+is a second, independent bound that also holds for threads. Both cgroup v1
+(a ``pids`` hierarchy) and v2 (the ``pids`` controller enabled for the
+enclave's own cgroup) are supported. Anything else is reported with the
+reason, and the sandbox runs without this layer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger("confidential_nb.enclave")
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+# Processes and threads of the whole sandbox: the zygote, two processes per run and their threads.
+DEFAULT_PIDS_MAX = 512
+
+
+def create_pids_cgroup(name: str, pids_max: int = DEFAULT_PIDS_MAX) -> tuple[Path | None, str | None]:
+    """Create a cgroup named `name` with ``pids.max``; return its path, or None and the reason it is unavailable."""
+    parent, reason = _pids_parent()
+    if parent is None:
+        return None, reason
+    path = parent / name
+    try:
+        path.mkdir(mode=0o755)
+        (path / "pids.max").write_text(str(pids_max))
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            path.rmdir()
+        return None, f"cannot create a pids cgroup in {parent}: {exc.strerror}"
+    return path, None
+
+
+def _pids_parent() -> tuple[Path | None, str | None]:
+    """Return the cgroup directory under which the enclave may create a pids cgroup."""
+    v1 = CGROUP_ROOT / "pids"
+    if (v1 / "cgroup.procs").exists():
+        own = _own_cgroup("pids")
+        parent = v1 / own.lstrip("/") if own and (v1 / own.lstrip("/")).is_dir() else v1
+        return (parent, None) if os.access(parent, os.W_OK) else (None, f"{parent} is not writable")
+
+    controllers = CGROUP_ROOT / "cgroup.controllers"
+    if controllers.exists():
+        own = _own_cgroup("")
+        parent = CGROUP_ROOT / (own or "/").lstrip("/")
+        enabled = (parent / "cgroup.subtree_control").read_text().split() if (parent / "cgroup.subtree_control").exists() else []
+        if "pids" not in enabled:
+            return None, f"the pids controller is not enabled for child cgroups of {parent}"
+        return (parent, None) if os.access(parent, os.W_OK) else (None, f"{parent} is not writable")
+    return None, "no cgroup file system with a pids controller is mounted"
+
+
+def _own_cgroup(controller: str) -> str | None:
+    """Return this process's cgroup path for `controller` ("" for the v2 hierarchy), from /proc/self/cgroup."""
+    with open("/proc/self/cgroup") as lines:
+        for line in lines:
+            _, names, path = line.rstrip("\n").split(":", 2)
+            if names.split(",") == [controller] or (controller == "" and names == ""):
+                return path
+    return None
+
+
+def join_cgroup(path: Path) -> None:
+    """Move the calling process into the cgroup at `path`; its later children start there too."""
+    (path / "cgroup.procs").write_text(str(os.getpid()))
+
+
+def remove_cgroup(path: Path) -> None:
+    """Remove the cgroup once its processes have ended; log instead of raising when it cannot."""
+    try:
+        path.rmdir()
+    except OSError as exc:
+        log.info("could not remove the cgroup %s: %s", path, exc.strerror)
