@@ -104,6 +104,7 @@ def _check_figure_path(path: Path) -> str | None:
 
 def _status(arguments: argparse.Namespace) -> int:
     from . import Enclave
+    from .sandbox import describe_layers
 
     with Enclave() as enclave:
         status = enclave.status()
@@ -113,7 +114,9 @@ def _status(arguments: argparse.Namespace) -> int:
     layers = status.pop("layers", {})
     for name, value in status.items():
         print(f"{name}: {value}")
-    print("sandbox layers: " + ", ".join(f"{name}={'on' if active else 'off'}" for name, active in layers.items()))
+    print("sandbox layers:")
+    for line in describe_layers(layers):
+        print(f"  {line}")
     return 0
 
 

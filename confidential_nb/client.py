@@ -108,8 +108,10 @@ class Enclave:
     ``with`` block, or the end of the Python process.
     """
 
-    def __init__(self, home: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, home: str | os.PathLike[str] | None = None, *, audit_hook: bool = True) -> None:
         self.home = Path(home).resolve() if home is not None else home_dir()
+        # The audit hook is a last line inside the runner; turning it off (to test the outer layers) changes PCR 2.
+        self.audit_hook = audit_hook
         self._process: subprocess.Popen[bytes] | None = None
         self._channel: socket.socket | None = None
         self._key: PublicKey | None = None
@@ -137,7 +139,7 @@ class Enclave:
 
         ours, theirs = socket.socketpair()
         process = subprocess.Popen(
-            _monitor_command(self.home, "--fd", str(theirs.fileno())),
+            _monitor_command(self.home, "--fd", str(theirs.fileno()), *([] if self.audit_hook else ["--no-audit-hook"])),
             pass_fds=(theirs.fileno(),), env=clean_environment(), start_new_session=True,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )

@@ -23,6 +23,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 from .errors import ConfidentialNBError
 from .limits import DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT_SECONDS, MEMORY_PER_INPUT_BYTE, format_size, parse_size
+from .sandbox import describe_layers
 
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
@@ -522,7 +523,10 @@ def format_status(status: Mapping[str, Any], indent: int = 0) -> str:
     lines = []
     for key, value in status.items():
         prefix = " " * indent + f"{key}:"
-        if isinstance(value, Mapping) and value:
+        if key == "layers" and isinstance(value, Mapping):
+            lines.append(prefix)
+            lines += [" " * (indent + 2) + line for line in describe_layers(dict(value))]
+        elif isinstance(value, Mapping) and value:
             lines.append(prefix)
             lines.append(format_status(value, indent + 2))
         elif isinstance(value, (list, tuple)):

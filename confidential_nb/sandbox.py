@@ -1,26 +1,37 @@
 """Isolation applied to runner processes, and the report of which layers are active.
 
-Each runner gets a new session and process group, so a timeout kills every
-descendant that stays in the group. It also gets ``no_new_privs``, a
-non-dumpable process, a clean environment, a private scratch directory as
-working directory and ``TMPDIR``, no inherited descriptors beyond its
-channel, and limits on address space, CPU time, file size and open files.
-Where the process may create one (as root), each runner also gets its own
-network namespace. Mount and PID namespaces, seccomp and a separate uid are
-not applied yet and are reported as inactive.
+The zygote runs inside the sandbox that `enclave.jail` sets up: its own
+mount, PID, network, IPC and UTS namespaces, a read-only filesystem view and
+an unprivileged user. Each runner forked from it then enters namespaces of
+its own (`enter_run_namespaces`): a user namespace, so that it may create
+the others; a mount namespace in which the other runs' scratch directories
+are hidden; a network namespace with only a loopback interface that is
+down; and a PID namespace whose first process runs the cell, so killing
+that process ends every descendant. After that the runner gets a new
+session, ``no_new_privs``, a non-dumpable process, no capabilities, a clean
+environment, a private scratch directory, no inherited descriptors beyond
+its channel and resource limits.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
-import functools
 import os
 import resource
+import signal
+import tempfile
 from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from . import namespaces
 
 _PR_SET_DUMPABLE = 4
 _PR_SET_NO_NEW_PRIVS = 38
-_CLONE_NEWNET = 0x40000000
+# Exit status of PID 1 for a cell process killed by signal N is this plus N, as shells report it.
+_SIGNAL_EXIT_BASE = 128
+RUN_NAMESPACES = (namespaces.CLONE_NEWUSER | namespaces.CLONE_NEWNS | namespaces.CLONE_NEWNET
+                  | namespaces.CLONE_NEWPID | namespaces.CLONE_NEWIPC)
 
 # Variables a runner starts with; everything else from the parent is dropped.
 SINGLE_THREAD_ENVIRONMENT = {
@@ -78,70 +89,196 @@ def _prctl(option: int, value: int) -> bool:
     return bool(libc.prctl(option, value, 0, 0, 0) == 0)
 
 
-def isolate_runner(scratch: str, keep_fd: int, limits: Limits) -> dict[str, bool]:
-    """Apply every available layer to the current (freshly forked) process."""
-    layers = {"process_group": False, "no_new_privs": False, "not_dumpable": False, "clean_environment": False,
-              "scratch_directory": False, "closed_descriptors": False, "resource_limits": False,
-              "network_namespace": False}
+def enter_run_namespaces(scratch_root: str, scratch: str) -> None:
+    """Give this runner its own user, mount, network, IPC and PID namespaces, and hide the other runs.
 
-    # A new network namespace has only a loopback interface, which is down, and its own abstract sockets.
-    layers["network_namespace"] = _unshare(_CLONE_NEWNET)
+    The PID namespace applies to the children of this process, so the
+    caller forks next (`fork_run_init`). In the new mount namespace a
+    small tmpfs covers the scratch root and only this run's directory is
+    bound back, so a run cannot even list the directories of runs that go
+    on at the same time.
+    """
+    uid, gid = os.getuid(), os.getgid()
+    # A non-dumpable process may not write its own uid_map, which /proc then gives to root; no secret is here yet.
+    _require(_prctl(_PR_SET_DUMPABLE, 1), "the dumpable flag")
+    namespaces.unshare(RUN_NAMESPACES)
+    namespaces.write_id_maps(uid, gid)
+    namespaces.make_mounts_private()
+
+    # Opened in the new mount namespace, the descriptor names this run's directory after the tmpfs covers it.
+    kept = os.open(scratch, os.O_PATH | os.O_DIRECTORY)
+    try:
+        flags = namespaces.MS_NOSUID | namespaces.MS_NODEV | namespaces.MS_NOEXEC
+        namespaces.mount("tmpfs", scratch_root, "tmpfs", flags, "mode=0755,size=64k")
+        os.mkdir(scratch, 0o700)
+        namespaces.mount(f"/proc/self/fd/{kept}", scratch, None, namespaces.MS_BIND | namespaces.MS_REC)
+        namespaces.mount("none", scratch_root, None, namespaces.MS_REMOUNT | namespaces.MS_RDONLY | flags)
+    finally:
+        os.close(kept)
+
+
+def fork_run_init() -> int:
+    """Fork the process that becomes PID 1 of the run's PID namespace; return its pid, or 0 in the child.
+
+    In the child, /proc is mounted again so that it lists this run's
+    processes only. The child should fork the cell's process and wait for
+    it (`relay_exit`) rather than run the cell itself: PID 1 ignores every
+    signal it sends itself and the CPU-time limit's SIGXCPU, which would
+    change how a cell fails.
+    """
+    child = os.fork()
+    if child == 0:
+        namespaces.mount("proc", "/proc", "proc", namespaces.MS_NOSUID | namespaces.MS_NODEV | namespaces.MS_NOEXEC)
+    return child
+
+
+def relay_exit(child: int, *, init: bool) -> NoReturn:
+    """Wait for `child` and end this process the same way, so the zygote sees the run's real status.
+
+    PID 1 (`init`) cannot kill itself with a signal, so it exits with 128
+    plus the signal number, and the process outside the namespace turns
+    such a status back into the signal.
+    """
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    _, status = os.waitpid(child, 0)
+    number = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1
+    if not init and code > _SIGNAL_EXIT_BASE:
+        number = code - _SIGNAL_EXIT_BASE
+    if number and init:
+        os._exit(_SIGNAL_EXIT_BASE + number)
+    if number:
+        with contextlib.suppress(OSError, ValueError):
+            signal.signal(number, signal.SIG_DFL)
+        os.kill(os.getpid(), number)
+    os._exit(code)
+
+
+def isolate_runner(scratch: str, keep_fd: int, limits: Limits) -> None:
+    """Apply the per-process layers to the process that runs the cell."""
     os.setsid()
-    layers["process_group"] = True
-    layers["no_new_privs"] = _prctl(_PR_SET_NO_NEW_PRIVS, 1)
-    layers["not_dumpable"] = _prctl(_PR_SET_DUMPABLE, 0)
+    _require(_prctl(_PR_SET_NO_NEW_PRIVS, 1), "no_new_privs")
+    _require(_prctl(_PR_SET_DUMPABLE, 0), "the non-dumpable flag")
+    namespaces.drop_capabilities()
 
+    # Standard streams point at /dev/null; the cell's print output is counted, not kept.
+    null = os.open(os.devnull, os.O_RDWR)
+    for standard in (0, 1, 2):
+        os.dup2(null, standard)
     os.closerange(3, keep_fd)
     os.closerange(keep_fd + 1, 65536)
-    layers["closed_descriptors"] = True
 
     os.chdir(scratch)
     os.environ.clear()
     os.environ.update(clean_environment())
     os.environ.update({"TMPDIR": scratch, "HOME": scratch})
-    layers["scratch_directory"] = True
-    layers["clean_environment"] = True
 
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
     resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 5))
     resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size_bytes, limits.file_size_bytes))
     resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
-    layers["resource_limits"] = True
-    return layers
 
 
-def _unshare(flags: int) -> bool:
-    libc = ctypes.CDLL(None, use_errno=True)
-    return bool(libc.unshare(flags) == 0)
+def _require(done: bool, what: str) -> None:
+    if not done:
+        raise OSError(f"failed to set {what}")
 
 
-@functools.lru_cache(maxsize=1)
-def network_namespace_available() -> bool:
-    """Return whether runners can get a network namespace, probed once in a short-lived child.
+def probe_run_namespaces(scratch_root: str) -> str | None:
+    """Return None when runners can enter their namespaces here, else the reason they cannot.
 
-    Creating one needs CAP_SYS_ADMIN (root, as on these machines); the
-    probe's child runs no user code and exits at once.
+    The probe forks a child that goes through the same steps as a runner
+    on an empty directory, then exits; it runs no user code.
     """
+    probe = tempfile.mkdtemp(prefix="probe-", dir=scratch_root)
+    reader, writer = os.pipe()
     pid = os.fork()
     if pid == 0:
-        os._exit(0 if _unshare(_CLONE_NEWNET) else 1)
-    _, status = os.waitpid(pid, 0)
-    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        os.close(reader)
+        reason = b""
+        try:
+            enter_run_namespaces(scratch_root, probe)
+            child = fork_run_init()
+            if child == 0:
+                os._exit(0)
+            _, status = os.waitpid(child, 0)
+            if status != 0:
+                reason = b"mounting /proc in the run's PID namespace failed"
+        except OSError as exc:
+            reason = str(exc).encode()[:500]
+        os.write(writer, reason)
+        os._exit(0)
+
+    os.close(writer)
+    with os.fdopen(reader, "rb") as pipe:
+        reason_text = pipe.read().decode(errors="replace")
+    os.waitpid(pid, 0)
+    os.rmdir(probe)
+    return reason_text or None
 
 
-def layer_report() -> dict[str, bool]:
-    """Return which isolation layers runners get on this machine."""
+@dataclass(frozen=True)
+class SandboxState:
+    """What the monitor learned about the sandbox when it started the zygote."""
+
+    view: str | None
+    """None when the zygote runs in the filesystem view, else why it does not."""
+    runner_uid: int
+    notebook_uid: int
+    run_namespaces: str | None
+    """None when runners get their own namespaces, else why they do not."""
+    seccomp: str | None
+    audit_hook: bool
+    cgroup: str | None
+    """None when the sandbox has a pids.max limit, else why it has none."""
+
+
+def layer_report(state: SandboxState) -> dict[str, dict[str, Any]]:
+    """Return each isolation layer as ``{"active": bool, "detail": str}``."""
+    def layer(active: bool, detail: str) -> dict[str, Any]:
+        return {"active": active, "detail": detail}
+
+    separate = state.runner_uid not in (0, state.notebook_uid)
+    namespaces_detail = state.run_namespaces or "created for each run"
     return {
-        "process_group": True,
-        "no_new_privs": True,
-        "not_dumpable": True,
-        "clean_environment": True,
-        "scratch_directory": True,
-        "closed_descriptors": True,
-        "resource_limits": True,
-        "separate_uid": False,
-        "network_namespace": network_namespace_available(),
-        "mount_namespace": False,
-        "pid_namespace": False,
-        "seccomp": False,
+        "separate_uid": layer(separate, f"runners run as uid {state.runner_uid}" if separate else
+                              f"runners keep uid {state.runner_uid}: {state.view or 'the enclave was not started as root'}"),
+        "no_capabilities": layer(True, "runners drop every capability before the cell runs"),
+        "no_new_privs": layer(True, "set on every runner"),
+        "not_dumpable": layer(True, "set on every runner"),
+        "filesystem_view": layer(state.view is None, state.view or "system libraries, the interpreter, site-packages and "
+                                 "the package, read-only; the run's scratch directory writable"),
+        "user_namespace": layer(state.run_namespaces is None, namespaces_detail),
+        "mount_namespace": layer(state.run_namespaces is None, namespaces_detail),
+        "network_namespace": layer(state.run_namespaces is None, namespaces_detail),
+        "pid_namespace": layer(state.run_namespaces is None, namespaces_detail),
+        "seccomp": layer(state.seccomp is None, state.seccomp or "execve, fork and namespace calls rejected"),
+        "cgroup_pids": layer(state.cgroup is None, state.cgroup or "pids.max bounds the sandbox's processes"),
+        "process_group": layer(True, "each run has its own session, killed as a whole"),
+        "clean_environment": layer(True, "runners start with a fixed environment"),
+        "scratch_directory": layer(True, "private directory per run, removed afterwards"),
+        "closed_descriptors": layer(True, "only the run's channel stays open"),
+        "resource_limits": layer(True, "memory, CPU time, file size and open files"),
+        "audit_hook": layer(state.audit_hook, "refuses sockets, processes, ctypes and files outside the view"
+                            if state.audit_hook else "disabled by configuration"),
     }
+
+
+def describe_layers(layers: dict[str, Any]) -> list[str]:
+    """Return one line per layer, such as ``seccomp: active (execve, fork and namespace calls rejected)``."""
+    lines = []
+    for name, entry in layers.items():
+        state = "active" if entry.get("active") else "unavailable"
+        lines.append(f"{name}: {state} ({entry.get('detail', '')})")
+    return lines
+
+
+def measured_layers(report: dict[str, dict[str, Any]]) -> dict[str, bool]:
+    """Return the part of the report that the attestation measures: which layers are active."""
+    return {name: bool(entry["active"]) for name, entry in report.items()}
+
+
+def seccomp_unavailable() -> str | None:
+    """Return None when runners get the seccomp filter, else the reason they do not."""
+    return "the seccomp filter is not built into this version"

@@ -48,3 +48,34 @@ def wait_until_gone(pid: int, seconds: float = 5.0) -> bool:
             return True
         time.sleep(0.05)
     return not is_running(pid)
+
+
+def _command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def runner_processes(zygote_start_pid: int) -> set[int]:
+    """Return the live processes of runs: everything below the zygote.
+
+    `zygote_start_pid` is the ``zygote_pid`` of the enclave's status: the
+    zygote itself, or the sandbox's starter process whose descendant it is.
+    """
+    tree = {zygote_start_pid} | descendants(zygote_start_pid)
+    zygotes = [pid for pid in tree
+               if "confidential_nb.enclave.zygote" in _command_line(pid) and "confidential_nb.enclave.jail" not in _command_line(pid)]
+    # Runners are forks of the zygote and share its command line; the zygote is their ancestor, with the most descendants.
+    zygote = max(zygotes, key=lambda pid: len(descendants(pid))) if zygotes else zygote_start_pid
+    return {pid for pid in descendants(zygote) if is_running(pid)}
+
+
+def wait_until_no_runners(zygote_start_pid: int, seconds: float = 5.0) -> bool:
+    """Return True once no process of a run is left below the zygote."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not runner_processes(zygote_start_pid):
+            return True
+        time.sleep(0.05)
+    return not runner_processes(zygote_start_pid)

@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="confidential_nb.enclave")
     parser.add_argument("--home", type=Path, required=True, help="key home directory")
     parser.add_argument("--fd", type=int, help="inherited socket to serve the host on")
+    parser.add_argument("--no-audit-hook", action="store_true", help="run cells without the runtime audit hook")
     parser.add_argument("--init-keys", action="store_true", help="create the keys if missing, then exit")
     arguments = parser.parse_args(argv)
 
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .monitor import Monitor
 
-    monitor = Monitor(keys, home, channel)
+    monitor = Monitor(keys, home, channel, audit_hook=not arguments.no_audit_hook)
     try:
         monitor.serve()
     finally:

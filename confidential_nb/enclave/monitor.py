@@ -30,11 +30,17 @@ from ..functions import cell_checksum
 from ..keys import EnclaveKeys, canonical_json
 from ..limits import DEFAULT_FILE_SIZE_BYTES, DEFAULT_OPEN_FILES, DEFAULT_TIMEOUT_SECONDS, format_size, memory_limit_for
 from ..protocol import MessageTooLargeError, PeerClosedError, recv_message, send_fd, send_message
-from ..sandbox import Limits, clean_environment, layer_report
+from ..cgroup import create_pids_cgroup, remove_cgroup
+from ..sandbox import Limits, SandboxState, clean_environment, layer_report, measured_layers
+from ..view import view_spec
 from .inputs import InputRejected, open_inputs
 from .egress import bounded_count, guard_failure, guarded_warnings, text_size
 
 log = logging.getLogger("confidential_nb.enclave")
+
+# Host uid of runners when the enclave starts as root: "nobody" on Debian and most distributions.
+DEFAULT_RUNNER_UID = 65534
+_ZYGOTE_START_SECONDS = 60.0
 
 # A run without sealed inputs has no policy; its result may still not exceed this size.
 NO_INPUT_RESULT_LIMIT_BYTES = 1024**3
@@ -62,31 +68,80 @@ def failure(kind: str, message: str, **details: Any) -> Reply:
 class Monitor:
     """Serves host requests over one channel until the host closes it."""
 
-    def __init__(self, keys: EnclaveKeys, home: Path, channel: socket.socket) -> None:
+    def __init__(self, keys: EnclaveKeys, home: Path, channel: socket.socket, *, audit_hook: bool = True,
+                 runner_uid: int = DEFAULT_RUNNER_UID, notebook_uid: int | None = None) -> None:
         self.keys = keys
         self.home = home
         self.channel = channel
         # Runs work outside the key home, so a runner's working directory does not point at the keys.
         self.scratch_root = Path(tempfile.mkdtemp(prefix="confidential_nb-"))
-        self.zygote, self.zygote_channel = self._start_zygote()
+        self.runner_uid = runner_uid if os.geteuid() == 0 else os.getuid()
+        self.runner_gid = runner_uid if os.geteuid() == 0 else os.getgid()
+        os.chown(self.scratch_root, self.runner_uid, self.runner_gid)
+        self.cgroup, cgroup_reason = create_pids_cgroup(f"confidential_nb-{os.getpid()}")
+        self.zygote, self.zygote_channel, hello, view_reason = self._start_zygote()
+        self.sandbox = SandboxState(
+            view=view_reason, runner_uid=int(hello["uid"]),
+            notebook_uid=notebook_uid if notebook_uid is not None else os.getuid(),
+            run_namespaces=hello.get("run_namespaces"), seccomp=hello.get("seccomp"), audit_hook=audit_hook,
+            cgroup=cgroup_reason if view_reason is None else "the sandbox could not be started in its cgroup",
+        )
+        self.layers = layer_report(self.sandbox)
+        for name, layer in self.layers.items():
+            if not layer["active"]:
+                log.info("sandbox layer %s is unavailable: %s", name, layer["detail"])
         self.runs = 0
         self.document: AttestationDocument | None = None
         self.reaped: set[int] = set()
 
-    def _start_zygote(self) -> tuple[subprocess.Popen[bytes], socket.socket]:
+    def _start_zygote(self) -> tuple[subprocess.Popen[bytes], socket.socket, dict[str, Any], str | None]:
+        """Start the zygote inside the sandbox, or without the sandbox's view if this machine cannot build it."""
+        zygote_command = [sys.executable, "-I", "-m", "confidential_nb.enclave.zygote", "--scratch-root", str(self.scratch_root)]
+        spec = view_spec(str(self.scratch_root))
+        jail_command = [sys.executable, "-I", "-m", "confidential_nb.enclave.jail", "--spec", spec.to_json(),
+                        "--uid", str(self.runner_uid), "--gid", str(self.runner_gid)]
+        if self.cgroup is not None:
+            jail_command += ["--cgroup", str(self.cgroup)]
+        started = self._spawn_zygote(jail_command + ["--"], zygote_command)
+        if isinstance(started, tuple):
+            return (*started, None)
+
+        reason = started
+        log.info("starting the zygote without the sandbox's namespaces and view: %s", reason)
+        fallback = self._spawn_zygote([], zygote_command)
+        if isinstance(fallback, str):
+            raise RuntimeError(f"the zygote failed to start: {fallback}")
+        return (*fallback, reason)
+
+    def _spawn_zygote(self, prefix: list[str], zygote_command: list[str]) -> tuple[subprocess.Popen[bytes], socket.socket, dict[str, Any]] | str:
+        """Start one zygote and wait for its hello; return the process, channel and hello, or why it failed."""
         ours, theirs = socket.socketpair()
         process = subprocess.Popen(
-            [sys.executable, "-I", "-m", "confidential_nb.enclave.zygote", "--fd", str(theirs.fileno())],
+            prefix + zygote_command + ["--fd", str(theirs.fileno())],
             pass_fds=(theirs.fileno(),),
             env=clean_environment(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             cwd=self.scratch_root,
         )
         theirs.close()
-        log.info("zygote started as pid %d", process.pid)
-        return process, ours
+        ours.settimeout(_ZYGOTE_START_SECONDS)
+        try:
+            hello, _ = recv_message(ours)
+            ours.settimeout(None)
+        except (OSError, ProtocolError):
+            ours.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.kill()
+            process.wait()
+            assert process.stderr is not None
+            detail = process.stderr.read().decode(errors="replace").strip().splitlines()
+            return (detail[-1] if detail else f"exit status {process.returncode}")[:500]
+        assert process.stderr is not None
+        process.stderr.close()
+        log.info("zygote started as pid %d (runner uid %s)", process.pid, hello.get("uid"))
+        return process, ours, hello
 
     def serve(self) -> None:
         while True:
@@ -109,12 +164,12 @@ class Monitor:
         operation = header.get("op")
         try:
             if operation == "attest":
-                document = sign_document(self.keys, str(header["nonce"]), layer_report(), _user_data(header))
+                document = sign_document(self.keys, str(header["nonce"]), measured_layers(self.layers), _user_data(header))
                 # Receipts embed the document that the host verified when it started this enclave.
                 self.document = self.document or document
                 return Reply({"ok": True, "document": document.to_dict()})
             if operation == "status":
-                return Reply({"ok": True, "zygote_pid": self.zygote.pid, "runs": self.runs, "layers": layer_report()})
+                return Reply({"ok": True, "zygote_pid": self.zygote.pid, "runs": self.runs, "layers": self.layers})
             if operation == "run":
                 return self.run(header, attachments)
             return failure("protocol", f"unknown operation {operation!r}")
@@ -183,17 +238,20 @@ class Monitor:
             "result_bytes": len(result),
             "started": _utc_seconds(started),
             "finished": _utc_seconds(time.time()),
-        }, self.document or sign_document(self.keys, "", layer_report()))
+        }, self.document or sign_document(self.keys, "", measured_layers(self.layers)))
         log.info("run %s finished: %d result bytes", run_id, len(result))
         return Reply({"ok": True, "receipt": receipt.to_dict(), "withheld_lines": reply.header.get("withheld_lines", 0),
                       "warnings": reply.header.get("warnings", []), "memory_limit": memory}, [result])
 
     def _run_in_runner(self, scratch: Path, request: dict[str, Any], payloads: list[bytes], limits: Limits,
                        timeout: float, budget: int) -> Reply:
+        _hand_over(scratch, self.runner_uid, self.runner_gid)
         ours, theirs = socket.socketpair()
         pid: int | None = None
         try:
-            send_fd(self.zygote_channel, {"op": "fork", "scratch": str(scratch), "limits": vars(limits)}, theirs.fileno())
+            fork_request = {"op": "fork", "scratch": str(scratch), "scratch_root": str(self.scratch_root),
+                            "limits": vars(limits), "namespaces": self.sandbox.run_namespaces is None}
+            send_fd(self.zygote_channel, fork_request, theirs.fileno())
             theirs.close()
             forked, _ = recv_message(self.zygote_channel)
             if "pid" not in forked:
@@ -236,7 +294,7 @@ class Monitor:
         return failure("internal", f"the enclave could not start a runner ({reply.get('error')}); restart the enclave")
 
     def _crash_reply(self, pid: int, limits: Limits) -> Reply:
-        status = self._end_runner(pid)
+        status = self._end_runner(pid, grace=True)
         if -status in _LIMIT_SIGNALS:
             name = _LIMIT_SIGNALS[signal.Signals(-status)]
             return failure("resource", f"the run exceeded its {name} limit and was stopped; {_LIMIT_ADVICE[name]}", resource=name)
@@ -245,24 +303,36 @@ class Monitor:
                                 f"if it ran out of memory, raise the limit of {format_size(limits.memory_bytes)} with --memory",
                        status=status)
 
-    def _end_runner(self, pid: int) -> int:
-        """Kill the runner's process group (whatever it started goes too), reap it, return its status."""
-        for kill in (os.killpg, os.kill):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                kill(pid, signal.SIGKILL)
-        send_fd(self.zygote_channel, {"op": "wait", "pid": pid}, None)
+    def _end_runner(self, pid: int, *, grace: bool = False) -> int:
+        """Have the zygote kill the runner's process group (whatever it started goes too) and reap it; return its status.
+
+        The zygote does the killing because `pid` is a process ID in the
+        sandbox's PID namespace, which names another process out here.
+        """
+        send_fd(self.zygote_channel, {"op": "end", "pid": pid, "grace": grace}, None)
         reply, _ = recv_message(self.zygote_channel)
         self.reaped.add(pid)
         return int(reply["status"])
 
     def close(self) -> None:
-        shutil.rmtree(self.scratch_root, ignore_errors=True)
         self.zygote_channel.close()
         try:
             self.zygote.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self.zygote.kill()
             self.zygote.wait()
+        shutil.rmtree(self.scratch_root, ignore_errors=True)
+        if self.cgroup is not None:
+            remove_cgroup(self.cgroup)
+
+
+def _hand_over(scratch: Path, uid: int, gid: int) -> None:
+    """Give the run's scratch directory and the input files in it to the runner user."""
+    if (uid, gid) == (os.getuid(), os.getgid()):
+        return
+    os.chown(scratch, uid, gid)
+    for entry in scratch.iterdir():
+        os.chown(entry, uid, gid, follow_symlinks=False)
 
 
 def _explain_runner_failure(reply: Reply, limits: Limits) -> Reply:

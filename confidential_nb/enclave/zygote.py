@@ -20,6 +20,7 @@ import contextlib  # noqa: E402
 import ctypes  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
+import time  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy  # noqa: E402, F401
@@ -27,19 +28,27 @@ import pandas  # noqa: E402, F401
 
 from .. import frame_codec, result_codec, training  # noqa: E402, F401
 from ..protocol import PeerClosedError, recv_fd, recv_message, send_message  # noqa: E402
-from ..sandbox import Limits, address_space_bytes, isolate_runner, thread_count  # noqa: E402
+from ..namespaces import effective_capabilities  # noqa: E402
+from ..sandbox import (  # noqa: E402
+    Limits, address_space_bytes, enter_run_namespaces, fork_run_init, isolate_runner, probe_run_namespaces, relay_exit,
+    seccomp_unavailable, thread_count,
+)
 from . import runner  # noqa: E402
 
 # Headroom a runner needs above the zygote's mapped memory to start any code at all.
 _STARTUP_HEADROOM_BYTES = 64 * 1024**2
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
+_PR_SET_DUMPABLE = 4
+# How long a runner whose channel closed may take to exit by itself before it is killed.
+_CRASH_GRACE_SECONDS = 2.0
 _SWEEP_ROUNDS = 100
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="confidential_nb.enclave.zygote")
     parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--scratch-root", required=True)
     arguments = parser.parse_args()
 
     # If the monitor dies without closing the channel, the kernel ends the zygote too.
@@ -48,6 +57,9 @@ def main() -> None:
     # Orphans of a run (a child that called setsid, then lost its parent) come back to us to be killed.
     libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     channel = socket.socket(fileno=arguments.fd)
+    # Runners share this uid; a non-dumpable zygote cannot be traced or read through /proc by them.
+    libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+    send_message(channel, _hello(arguments.scratch_root))
     while True:
         try:
             _serve_one(channel)
@@ -55,11 +67,22 @@ def main() -> None:
             return
 
 
+def _hello(scratch_root: str) -> dict[str, Any]:
+    """Describe this zygote's sandbox to the monitor; it runs no user code, so the monitor may rely on it."""
+    return {
+        "ready": True,
+        "uid": os.getuid(),
+        "capabilities": effective_capabilities(),
+        "run_namespaces": probe_run_namespaces(scratch_root),
+        "seccomp": seccomp_unavailable(),
+    }
+
+
 def _serve_one(channel: socket.socket) -> None:
-    """Handle one request from the monitor: a fork (with a descriptor) or a wait."""
+    """Handle one request from the monitor: a fork (with a descriptor) or the end of a runner."""
     header, runner_fd = recv_fd(channel)
-    if header.get("op") == "wait":
-        send_message(channel, {"status": _wait(int(header["pid"]))})
+    if header.get("op") == "end":
+        send_message(channel, {"status": _end(int(header["pid"]), bool(header.get("grace")))})
         return
 
     if runner_fd is None:
@@ -75,7 +98,7 @@ def _serve_one(channel: socket.socket) -> None:
     zygote_pid = os.getpid()
     pid = os.fork()
     if pid == 0:
-        _become_runner(runner_fd, str(header["scratch"]), limits, zygote_pid)
+        _become_runner(runner_fd, header, limits, zygote_pid)
     os.close(runner_fd)
     send_message(channel, {"pid": pid})
 
@@ -90,14 +113,22 @@ def _check_fork(limits: Limits) -> dict[str, Any] | None:
     return None
 
 
-def _become_runner(runner_fd: int, scratch: str, limits: Limits, zygote_pid: int) -> None:
-    """Run in the forked child: isolate, run the cell, exit without returning."""
+def _become_runner(runner_fd: int, header: dict[str, Any], limits: Limits, zygote_pid: int) -> None:
+    """Run in the forked child: enter the run's namespaces, isolate, run the cell; never returns.
+
+    With namespaces, the cell runs two forks further down (see
+    `_enter_namespaces`).
+    """
     status = 1
     try:
+        libc = ctypes.CDLL(None)
         # A runner must not outlive the zygote; the check covers a zygote that died before the prctl call.
-        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != zygote_pid:
             return
+        scratch = str(header["scratch"])
+        if header.get("namespaces"):
+            _enter_namespaces(runner_fd, str(header["scratch_root"]), scratch)
         isolate_runner(scratch, runner_fd, limits)
         runner.reseed()
         runner.serve(socket.socket(fileno=runner_fd))
@@ -106,13 +137,63 @@ def _become_runner(runner_fd: int, scratch: str, limits: Limits, zygote_pid: int
         os._exit(status)
 
 
-def _wait(pid: int) -> int:
-    """Reap a runner and every orphan its run left; return the runner's exit code or minus its signal."""
-    _, status = os.waitpid(pid, 0)
+def _enter_namespaces(runner_fd: int, scratch_root: str, scratch: str) -> None:
+    """Enter the run's namespaces; return in the cell's process, two forks further down.
+
+    This process stays outside the run's PID namespace and relays the exit
+    status of PID 1 in it, which relays that of the cell's process. Each
+    level has SIGKILL as its parent-death signal, so killing this process
+    (as `_end` does) ends the whole namespace.
+    """
+    libc = ctypes.CDLL(None)
+    enter_run_namespaces(scratch_root, scratch)
+    libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+    init = fork_run_init()
+    if init != 0:
+        os.close(runner_fd)
+        relay_exit(init, init=False)
+
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    # Its parent is outside this PID namespace, so getppid() returns 0 while that parent lives.
+    if os.getppid() != 0:
+        os._exit(1)
+    cell = os.fork()
+    if cell != 0:
+        os.close(runner_fd)
+        relay_exit(cell, init=True)
+
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != 1:
+        os._exit(1)
+
+
+def _end(pid: int, grace: bool) -> int:
+    """Kill a runner's process group, reap it and every orphan of its run; return its exit code or minus its signal.
+
+    With `grace`, a runner that is already ending (its channel closed) gets
+    a short time to exit by itself, so its real status (a limit signal, say)
+    is reported rather than the kill.
+    """
+    status = _wait_briefly(pid) if grace else None
+    if status is None:
+        for kill in (os.killpg, os.kill):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
     _sweep_orphans()
     if os.WIFSIGNALED(status):
         return -os.WTERMSIG(status)
     return os.WEXITSTATUS(status)
+
+
+def _wait_briefly(pid: int) -> int | None:
+    deadline = time.monotonic() + _CRASH_GRACE_SECONDS
+    while time.monotonic() < deadline:
+        reaped, status = os.waitpid(pid, os.WNOHANG)
+        if reaped == pid:
+            return status
+        time.sleep(0.01)
+    return None
 
 
 def _sweep_orphans() -> None:
