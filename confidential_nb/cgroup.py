@@ -71,9 +71,14 @@ def join_cgroup(path: Path) -> None:
     (path / "cgroup.procs").write_text(str(os.getpid()))
 
 
-def remove_cgroup(path: Path) -> None:
-    """Remove the cgroup once its processes have ended; log instead of raising when it cannot."""
+def leave_and_remove_cgroup(path: Path) -> None:
+    """Move the calling process back to the parent cgroup, then remove `path`; log instead of raising when it cannot.
+
+    The sandbox starter calls this after the zygote ended, as the last
+    process in the cgroup; a cgroup with a member cannot be removed.
+    """
     try:
+        (path.parent / "cgroup.procs").write_text(str(os.getpid()))
         path.rmdir()
     except OSError as exc:
         log.info("could not remove the cgroup %s: %s", path, exc.strerror)

@@ -513,3 +513,19 @@ def test_status_layers_all_active_as_root(enclave):
     assert inactive == {}
 
 
+def _sandbox_cgroups(monitor_pid: int) -> list[Path]:
+    return [path for pattern in ("*/confidential_nb-{}", "*/*/confidential_nb-{}", "confidential_nb-{}")
+            for path in Path("/sys/fs/cgroup").glob(pattern.format(monitor_pid))]
+
+
+def test_enclave_close_removes_cgroup(key_home):
+    local = Enclave(key_home)
+    status = local.status()
+    if not status["layers"]["cgroup_pids"]["active"]:
+        pytest.skip(f"no pids cgroup on this machine: {status['layers']['cgroup_pids']['detail']}")
+    cgroups = _sandbox_cgroups(status["monitor_pid"])
+    assert len(cgroups) == 1
+    assert int((cgroups[0] / "pids.max").read_text()) > 0
+    local.close()
+    assert wait_until_gone(status["monitor_pid"])
+    assert _sandbox_cgroups(status["monitor_pid"]) == []

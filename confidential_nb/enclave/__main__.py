@@ -59,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         monitor.serve()
     finally:
+        # A SIGTERM that arrives while closing must not cut the cleanup of the sandbox short.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         monitor.close()
     return 0
 

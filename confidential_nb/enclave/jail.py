@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 from .. import namespaces
-from ..cgroup import join_cgroup
+from ..cgroup import join_cgroup, leave_and_remove_cgroup
 from ..view import ViewSpec, build_view
 
 _PR_SET_PDEATHSIG = 1
@@ -52,21 +52,25 @@ def main(argv: list[str] | None = None) -> int:
         join_cgroup(arguments.cgroup)
     uid, gid = os.getuid(), os.getgid()
 
-    flags = namespaces.CLONE_NEWNS | namespaces.CLONE_NEWPID | namespaces.CLONE_NEWNET | namespaces.CLONE_NEWIPC | namespaces.CLONE_NEWUTS
-    namespaces.unshare(flags if privileged else flags | namespaces.CLONE_NEWUSER)
+    # This process enters only the PID namespace's parent side, so it keeps the host's mounts to clean up with.
+    namespaces.unshare(namespaces.CLONE_NEWPID if privileged else namespaces.CLONE_NEWPID | namespaces.CLONE_NEWUSER)
     if not privileged:
         namespaces.write_id_maps(uid, gid)
 
     pid = os.fork()
     if pid == 0:
         _enter(spec, arguments.uid, arguments.gid, privileged, command)
-    return _wait_for(pid)
+    status = _wait_for(pid)
+    if arguments.cgroup is not None:
+        leave_and_remove_cgroup(arguments.cgroup)
+    return status
 
 
 def _enter(spec: ViewSpec, uid: int, gid: int, privileged: bool, command: list[str]) -> None:
     """Become the sandboxed zygote: PID 1 of the new namespace, in the view, unprivileged. Never returns."""
     try:
         ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        namespaces.unshare(namespaces.CLONE_NEWNS | namespaces.CLONE_NEWNET | namespaces.CLONE_NEWIPC | namespaces.CLONE_NEWUTS)
         new_root = os.path.join(spec.scratch_root, "view")
         os.makedirs(new_root, mode=0o700, exist_ok=True)
         build_view(spec, new_root)

@@ -30,7 +30,7 @@ from ..functions import cell_checksum
 from ..keys import EnclaveKeys, canonical_json
 from ..limits import DEFAULT_FILE_SIZE_BYTES, DEFAULT_OPEN_FILES, DEFAULT_TIMEOUT_SECONDS, format_size, memory_limit_for
 from ..protocol import MessageTooLargeError, PeerClosedError, recv_message, send_fd, send_message
-from ..cgroup import create_pids_cgroup, remove_cgroup
+from ..cgroup import create_pids_cgroup
 from ..sandbox import Limits, SandboxState, clean_environment, layer_report, measured_layers
 from ..view import view_spec
 from .inputs import InputRejected, open_inputs
@@ -321,9 +321,8 @@ class Monitor:
         except subprocess.TimeoutExpired:
             self.zygote.kill()
             self.zygote.wait()
+        # The sandbox starter removes the cgroup after the zygote ended.
         shutil.rmtree(self.scratch_root, ignore_errors=True)
-        if self.cgroup is not None:
-            remove_cgroup(self.cgroup)
 
 
 def _hand_over(scratch: Path, uid: int, gid: int) -> None:
