@@ -35,7 +35,7 @@ CLONE_VM_SIGHAND_THREAD = 0x00000100 | 0x00000800 | 0x00010000
 
 
 def run_in_child(attempt: Callable[[], Any], *, install: bool = True) -> tuple[int, Any]:
-    """Fork, install the filter unless told not to, run `attempt`, and return the wait status and report."""
+    """Fork, install the filter unless `install` is False, run `attempt`, and return the wait status and report."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
