@@ -2,11 +2,12 @@
 
 The filter kills the process when a system call arrives through a foreign
 ABI (another architecture, or x32 on x86_64). Calls that start processes,
-create or join namespaces, reach another process's memory or signals, or
-administer the whole host fail with ``EPERM``. ``clone3`` fails with
-``ENOSYS`` because its flags sit in a struct that seccomp cannot read, so
-glibc 2.34 and later retry ``pthread_create`` and ``posix_spawn`` with
-``clone``, whose flags the filter checks. Every other call is allowed.
+create or join namespaces, reach another process's memory or signals, set
+resource limits or administer the whole host fail with ``EPERM``.
+``clone3`` fails with ``ENOSYS`` because its flags sit in a struct that
+seccomp cannot read, so glibc 2.34 and later retry ``pthread_create`` and
+``posix_spawn`` with ``clone``, whose flags the filter checks. Every other
+call is allowed.
 
 Only x86_64 and aarch64 are supported. System call numbers come from the
 Linux 6.1 UAPI headers: ``arch/x86/entry/syscalls/syscall_64.tbl`` (installed
@@ -78,6 +79,8 @@ _DENIED_CALLS = (
     "swapon", "swapoff", "syslog", "acct", "quotactl", "quotactl_fd", "settimeofday", "clock_settime",
     "clock_adjtime", "adjtimex", "sethostname", "setdomainname", "vhangup", "iopl", "ioperm",
     "uselib", "lookup_dcookie", "nfsservctl",
+    # Setting resource limits, which root may raise past the runner's hard limits (prlimit64 is checked).
+    "setrlimit",
 )
 
 
@@ -106,7 +109,7 @@ _X86_64_NUMBERS = {
     "reboot": 169, "swapon": 167, "swapoff": 168, "syslog": 103, "acct": 163, "quotactl": 179,
     "quotactl_fd": 443, "settimeofday": 164, "clock_settime": 227, "clock_adjtime": 305, "adjtimex": 159,
     "sethostname": 170, "setdomainname": 171, "vhangup": 153, "iopl": 172, "ioperm": 173, "uselib": 134,
-    "lookup_dcookie": 212, "nfsservctl": 180,
+    "lookup_dcookie": 212, "nfsservctl": 180, "setrlimit": 160, "prlimit64": 302,
     "personality": 135, "mknod": 133, "mknodat": 259,
     "kill": 62, "tgkill": 234, "rt_sigqueueinfo": 129, "rt_tgsigqueueinfo": 297,
     "seccomp": 317,
@@ -128,6 +131,7 @@ _AARCH64_NUMBERS = {
     "reboot": 142, "swapon": 224, "swapoff": 225, "syslog": 116, "acct": 89, "quotactl": 60,
     "quotactl_fd": 443, "settimeofday": 170, "clock_settime": 112, "clock_adjtime": 266, "adjtimex": 171,
     "sethostname": 161, "setdomainname": 162, "vhangup": 58, "lookup_dcookie": 18, "nfsservctl": 42,
+    "setrlimit": 164, "prlimit64": 261,
     "personality": 92, "mknodat": 33,
     "kill": 129, "tgkill": 131, "rt_sigqueueinfo": 138, "rt_tgsigqueueinfo": 240,
     "seccomp": 277,
@@ -216,6 +220,7 @@ def build_program(arch: _Architecture, pid: int) -> list[tuple[int, int, int, in
     asm.jump(_BPF_JEQ_K, numbers["clone"], if_true="clone")
     asm.jump(_BPF_JEQ_K, numbers["clone3"], if_true="enosys")
     asm.jump(_BPF_JEQ_K, numbers["personality"], if_true="personality")
+    asm.jump(_BPF_JEQ_K, numbers["prlimit64"], if_true="prlimit64")
     for name in ("kill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo"):
         asm.jump(_BPF_JEQ_K, numbers[name], if_true="signal")
     if "mknod" in numbers:
@@ -256,6 +261,19 @@ def _emit_argument_checks(asm: _Assembler, pid: int, *, has_mknod: bool) -> None
     asm.label("signal")
     asm.load(_argument_low_word(0))
     asm.jump(_BPF_JEQ_K, pid, if_false="eperm")
+    asm.ret(_SECCOMP_RET_ALLOW)
+
+    # prlimit64(pid, resource, new_limit, old_limit) may only read, and only this process's limits
+    # (pid 0 or its own id). glibc's getrlimit uses it with new_limit NULL.
+    asm.label("prlimit64")
+    asm.load(_argument_low_word(0))
+    asm.jump(_BPF_JEQ_K, 0, if_true="prlimit64_read")
+    asm.jump(_BPF_JEQ_K, pid, if_false="eperm")
+    asm.label("prlimit64_read")
+    asm.load(_argument_low_word(2))
+    asm.jump(_BPF_JEQ_K, 0, if_false="eperm")
+    asm.load(_argument_low_word(2) + 4)
+    asm.jump(_BPF_JEQ_K, 0, if_false="eperm")
     asm.ret(_SECCOMP_RET_ALLOW)
 
     # mknod and mknodat may still create FIFOs, sockets and regular files, but not device nodes.

@@ -186,6 +186,27 @@ def test_signal_to_other_process_denied() -> None:
     assert report_of(lambda: os.kill(parent, 0), install=False) == {"value": None}
 
 
+def test_setrlimit_denied_getrlimit_allowed() -> None:
+    def set_open_files_limit() -> str:
+        # Python reports EPERM from setrlimit as ValueError("not allowed to raise maximum limit").
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, resource.getrlimit(resource.RLIMIT_NOFILE))
+        except ValueError as exc:
+            return str(exc)
+        return "set"
+
+    assert report_of(set_open_files_limit) == {"value": "not allowed to raise maximum limit"}
+    assert report_of(set_open_files_limit, install=False) == {"value": "set"}
+    assert report_of(lambda: resource.getrlimit(resource.RLIMIT_NOFILE)[0] > 0) == {"value": True}
+
+
+def test_prlimit_of_other_process_denied() -> None:
+    parent = os.getpid()
+    assert report_of(lambda: resource.prlimit(parent, resource.RLIMIT_NOFILE)) == {
+        "error": "PermissionError", "errno": errno.EPERM}
+    assert report_of(lambda: resource.prlimit(0, resource.RLIMIT_NOFILE)[0] > 0) == {"value": True}
+
+
 def test_personality_query_allowed_change_denied() -> None:
     def personality(persona: int) -> list[int]:
         libc = ctypes.CDLL(None, use_errno=True)
