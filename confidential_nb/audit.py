@@ -156,11 +156,11 @@ def _check_open(args: tuple[Any, ...], roots: _Roots) -> None:
     # Only os.open reports mode None, and it does not report its dir_fd, so a relative path may be
     # relative to a directory other than the working directory the check would use.
     if mode is None and not text.startswith("/"):
-        raise PermissionError(f"os.open of relative path {text!r} denied: its dir_fd cannot be checked, so pass an absolute path")
+        raise PermissionError("os.open of a relative path denied: its dir_fd cannot be checked, so pass an absolute path")
 
     resolved = os.path.realpath(text)
     if not _path_allowed(resolved, access, roots):
-        raise PermissionError(f"open of {resolved!r} for {access} denied: outside the runner's {access} roots")
+        raise PermissionError(f"open for {access} denied: the path is outside the runner's {access} roots")
 
 
 def _check_path_event(event: str, args: tuple[Any, ...], spec: tuple[tuple[int, str, int | None], ...],
@@ -177,7 +177,7 @@ def _check_path_event(event: str, args: tuple[Any, ...], spec: tuple[tuple[int, 
 
         resolved = os.path.realpath(text)
         if not _path_allowed(resolved, access, roots):
-            raise PermissionError(f"{event} of {resolved!r} denied: outside the runner's {access} roots")
+            raise PermissionError(f"{event} denied: the path is outside the runner's {access} roots")
 
 
 def _descriptor_path(event: str, fd: int) -> str:
@@ -192,7 +192,7 @@ def _check_signal(event: str, args: tuple[Any, ...], own_pid: int) -> None:
     # signal.pthread_kill is not checked because it can only reach threads of this process.
     target = args[0]
     if target != own_pid:
-        raise PermissionError(f"{event} of process {target} denied: a runner may signal only itself")
+        raise PermissionError(f"{event} of another process denied: a runner may signal only itself")
 
 
 def _exact_text(path: object) -> str:

@@ -278,7 +278,3 @@ def measured_layers(report: dict[str, dict[str, Any]]) -> dict[str, bool]:
     """Return the part of the report that the attestation measures: which layers are active."""
     return {name: bool(entry["active"]) for name, entry in report.items()}
 
-
-def seccomp_unavailable() -> str | None:
-    """Return None when runners get the seccomp filter, else the reason they do not."""
-    return "the seccomp filter is not built into this version"

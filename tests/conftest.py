@@ -29,3 +29,31 @@ def enclave(key_home: Path) -> Iterator[object]:
 
     with Enclave(key_home) as shared:
         yield shared
+
+
+@pytest.fixture(scope="session")
+def unhooked_home(key_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the session key home, without its pins, for enclaves started with ``audit_hook=False``.
+
+    Turning the audit hook off changes the sandbox measurement (PCR 2), so
+    such an enclave cannot use the session's pins; the keys are the same, so
+    data sealed for the session still opens there.
+    """
+    import shutil
+
+    from confidential_nb import Enclave
+
+    with Enclave(key_home) as started:
+        started.status()
+    copy = tmp_path_factory.mktemp("unhooked") / "home"
+    shutil.copytree(key_home, copy, ignore=shutil.ignore_patterns("pins.json", "enclave.log"))
+    return copy
+
+
+@pytest.fixture(scope="session")
+def unhooked_enclave(unhooked_home: Path) -> Iterator[object]:
+    """One enclave without the audit hook, for tests of the layers outside the runner's interpreter."""
+    from confidential_nb import Enclave
+
+    with Enclave(unhooked_home, audit_hook=False) as shared:
+        yield shared

@@ -57,9 +57,13 @@ _FRAME_PREFIX = struct.Struct("<4sHHI")
 
 
 @pytest.fixture(scope="module")
-def breaker(key_home: Path) -> Iterator[Enclave]:
-    """An enclave of this module only, because several attacks stop its monitor."""
-    with Enclave(key_home) as enclave:
+def breaker(unhooked_home: Path) -> Iterator[Enclave]:
+    """An enclave of this module only, because several attacks stop its monitor.
+
+    These attacks forge the runner's replies on its socket, which the audit
+    hook would stop first; without it they test the monitor's own checks.
+    """
+    with Enclave(unhooked_home, audit_hook=False) as enclave:
         yield enclave
 
 

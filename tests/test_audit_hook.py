@@ -158,7 +158,8 @@ def test_read_outside_roots_denied(roots: dict[str, Path]) -> None:
     report = run_in_child(outside.read_text, roots)
     assert denied(report)
     assert SECRET not in report["message"]
-    assert str(outside) in report["message"]
+    # The path is text the cell chose, possibly from data, so the message leaves it out.
+    assert str(outside) not in report["message"]
     assert run_in_child(outside.read_text, roots, install=False) == {"value": SECRET}
 
 

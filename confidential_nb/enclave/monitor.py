@@ -250,7 +250,8 @@ class Monitor:
         pid: int | None = None
         try:
             fork_request = {"op": "fork", "scratch": str(scratch), "scratch_root": str(self.scratch_root),
-                            "limits": vars(limits), "namespaces": self.sandbox.run_namespaces is None}
+                            "limits": vars(limits), "namespaces": self.sandbox.run_namespaces is None,
+                            "seccomp": self.sandbox.seccomp is None, "audit_hook": self.sandbox.audit_hook}
             send_fd(self.zygote_channel, fork_request, theirs.fileno())
             theirs.close()
             forked, _ = recv_message(self.zygote_channel)

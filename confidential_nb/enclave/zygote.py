@@ -20,18 +20,19 @@ import contextlib  # noqa: E402
 import ctypes  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy  # noqa: E402, F401
 import pandas  # noqa: E402, F401
 
-from .. import frame_codec, result_codec, training  # noqa: E402, F401
+from .. import audit, frame_codec, result_codec, seccomp, training  # noqa: E402, F401
 from ..protocol import PeerClosedError, recv_fd, recv_message, send_message  # noqa: E402
 from ..namespaces import effective_capabilities  # noqa: E402
 from ..sandbox import (  # noqa: E402
     Limits, address_space_bytes, enter_run_namespaces, fork_run_init, isolate_runner, probe_run_namespaces, relay_exit,
-    seccomp_unavailable, thread_count,
+    thread_count,
 )
 from . import runner  # noqa: E402
 
@@ -74,8 +75,14 @@ def _hello(scratch_root: str) -> dict[str, Any]:
         "uid": os.getuid(),
         "capabilities": effective_capabilities(),
         "run_namespaces": probe_run_namespaces(scratch_root),
-        "seccomp": seccomp_unavailable(),
+        "seccomp": _seccomp_unavailable(),
     }
+
+
+def _seccomp_unavailable() -> str | None:
+    """Return None when runners can get the seccomp filter, else the reason they cannot."""
+    supported, reason = seccomp.supported()
+    return None if supported else reason
 
 
 def _serve_one(channel: socket.socket) -> None:
@@ -131,10 +138,26 @@ def _become_runner(runner_fd: int, header: dict[str, Any], limits: Limits, zygot
             _enter_namespaces(runner_fd, str(header["scratch_root"]), scratch)
         isolate_runner(scratch, runner_fd, limits)
         runner.reseed()
-        runner.serve(socket.socket(fileno=runner_fd))
+        channel = socket.socket(fileno=runner_fd)
+        _install_filters(header, scratch)
+        runner.serve(channel)
         status = 0
     finally:
         os._exit(status)
+
+
+def _install_filters(header: dict[str, Any], scratch: str) -> None:
+    """Install the seccomp filter, then the audit hook, as the last steps before the cell's code.
+
+    The filter goes first because installing it calls ctypes, which the
+    hook rejects. Neither may be skipped silently: the monitor asks for
+    what its layer report promises.
+    """
+    sys.dont_write_bytecode = True
+    if header.get("seccomp"):
+        seccomp.install_filter()
+    if header.get("audit_hook"):
+        audit.install_audit_hook(audit.default_read_roots(), [scratch])
 
 
 def _enter_namespaces(runner_fd: int, scratch_root: str, scratch: str) -> None:
