@@ -29,3 +29,12 @@ def enclave(key_home: Path) -> Iterator[object]:
 
     with Enclave(key_home) as shared:
         yield shared
+
+
+@pytest.fixture(scope="session")
+def debug_enclave(key_home: Path) -> Iterator[object]:
+    """One debug enclave on the same key home, for the tests of debug runs."""
+    from confidential_nb import Enclave
+
+    with Enclave(key_home, debug=True) as shared:
+        yield shared
