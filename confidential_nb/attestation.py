@@ -196,34 +196,57 @@ def check_measurements(actual: dict[str, str], expected: dict[str, str]) -> None
     raise AttestationError(f"enclave measurements moved from the pinned values: {names}; {advice}")
 
 
-def sign_document(keys: Any, nonce: str, settings: dict[str, Any], user_data: str | None = None) -> AttestationDocument:
-    """Build and sign an attestation document (monitor only)."""
+def sign_document(keys: Any, nonce: str, settings: dict[str, Any], user_data: str | None = None, *,
+                  debug: bool = False) -> AttestationDocument:
+    """Build and sign an attestation document (monitor only).
+
+    A debug enclave returns printed output and exception messages, so its
+    sandbox settings include ``debug_output`` and its PCR 2 differs from the
+    normal enclave's.
+    """
     from .platform import certificate_der
 
+    sandbox = dict(settings, debug_output=True) if debug else settings
     body = {
         "module_id": MODULE_ID,
         "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
         "digest": DIGEST_ALGORITHM,
-        "pcrs": measurements(settings),
-        "sandbox": settings,
+        "pcrs": measurements(sandbox),
+        "sandbox": sandbox,
         "certificate": b64(certificate_der(keys.platform_certificate)),
         "public_key": keys.public.to_dict(),
         "user_data": user_data,
         "nonce": nonce,
-        "debug": False,
+        "debug": debug,
     }
     return AttestationDocument(body=body, signature=keys.platform_sign(_DOCUMENT_CONTEXT + canonical_json(body)))
 
 
 @dataclass(frozen=True)
 class Pins:
-    """The platform certificate fingerprint and measurements a host pinned on first use."""
+    """The platform certificate fingerprint and measurements a host pinned on first use.
+
+    The debug enclave has its own measurements, pinned apart from the normal
+    enclave's, so starting one never moves the other's pin.
+    """
 
     platform_fingerprint: str
     measurements: dict[str, str] | None
+    debug_measurements: dict[str, str] | None = None
+
+    def measurements_for(self, debug: bool) -> dict[str, str] | None:
+        """Return the pinned measurements of the debug or the normal enclave."""
+        return self.debug_measurements if debug else self.measurements
+
+    def with_measurements(self, debug: bool, pinned: dict[str, str] | None) -> Pins:
+        """Return a copy with the debug or the normal enclave's measurements replaced."""
+        if debug:
+            return Pins(self.platform_fingerprint, self.measurements, pinned)
+        return Pins(self.platform_fingerprint, pinned, self.debug_measurements)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"platform_fingerprint": self.platform_fingerprint, "measurements": self.measurements}
+        return {"platform_fingerprint": self.platform_fingerprint, "measurements": self.measurements,
+                "debug_measurements": self.debug_measurements}
 
 
 def load_pins(home: Path) -> Pins | None:
@@ -248,13 +271,19 @@ def pins_from_json(text: str) -> Pins:
     fingerprint = document.get("platform_fingerprint")
     if not isinstance(fingerprint, str) or not _HEX64.match(fingerprint):
         raise AttestationError("platform_fingerprint must be 64 lowercase hex digits")
-    measured = document.get("measurements")
-    if measured is not None:
-        valid = isinstance(measured, dict) and set(measured) == set(PCR_NAMES) and all(
-            isinstance(value, str) and _HEX64.match(value) for value in measured.values())
-        if not valid:
-            raise AttestationError('measurements must map "0", "1" and "2" to 64 lowercase hex digits, or be null')
-    return Pins(fingerprint, measured)
+    measured = _pinned_measurements(document, "measurements")
+    return Pins(fingerprint, measured, _pinned_measurements(document, "debug_measurements"))
+
+
+def _pinned_measurements(document: dict[str, Any], name: str) -> dict[str, str] | None:
+    measured = document.get(name)
+    if measured is None:
+        return None
+    valid = isinstance(measured, dict) and set(measured) == set(PCR_NAMES) and all(
+        isinstance(value, str) and _HEX64.match(value) for value in measured.values())
+    if not valid:
+        raise AttestationError(f'{name} must map "0", "1" and "2" to 64 lowercase hex digits, or be null')
+    return dict(measured)
 
 
 def save_pins(home: Path, pins: Pins) -> None:
@@ -295,17 +324,32 @@ class Receipt:
         embedded = self.body.get("attestation")
         return AttestationDocument.from_dict(embedded) if embedded is not None else None
 
-    def verify(self, *, signer: PublicKey | None = None, platform_fingerprint: str | None = None) -> bool:
+    @property
+    def debug(self) -> bool:
+        """Whether the run was a debug run, which returned printed output and exception messages."""
+        return self.body.get("debug") is not False
+
+    def verify(self, *, signer: PublicKey | None = None, platform_fingerprint: str | None = None,
+               allow_debug: bool = False) -> bool:
         """Return True when the receipt checks out, else raise `AttestationError`.
 
         The embedded attestation document must be signed by its platform
         certificate. With `platform_fingerprint`, that certificate must be the
         pinned one. The receipt must be signed by the key that the document
-        attests, and a `signer` given here must be that same key.
+        attests, and a `signer` given here must be that same key. A receipt
+        of a debug run is rejected unless `allow_debug` is True.
         """
+        if self.debug and not allow_debug:
+            raise AttestationError("receipt comes from a debug run, whose printed output and exception messages "
+                                   "left the enclave; pass allow_debug=True to accept it")
         key = signer or self.signer
         document = self.attestation
         if document is not None:
+            if document.debug and not allow_debug:
+                raise AttestationError("receipt's attestation document is from a debug enclave; "
+                                       "pass allow_debug=True to accept it")
+            if document.debug != self.debug:
+                raise AttestationError("receipt's debug flag does not match its attestation document's")
             attested = _verify_embedded(document, platform_fingerprint, self.body.get("attestation_digest"))
             # The whole key, signing part included: a fingerprint covers only the sealing parts.
             if key is not None and key != attested:
@@ -367,8 +411,6 @@ def _verify_embedded(document: AttestationDocument, platform_fingerprint: str | 
                               "receipt's attestation document")
     if digest != document.digest:
         raise AttestationError("receipt's attestation digest does not match its embedded document")
-    if document.debug:
-        raise AttestationError("receipt comes from a debug enclave")
     return document.public_key
 
 
@@ -377,7 +419,7 @@ def sign_receipt(keys: Any, body: dict[str, Any], document: AttestationDocument)
     complete = dict(
         body,
         enclave_key=keys.public.fingerprint,
-        debug=False,
+        debug=document.debug,
         measurements=document.measurements,
         attestation=document.to_dict(),
         attestation_digest=document.digest,

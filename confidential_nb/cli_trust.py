@@ -104,9 +104,13 @@ def _verify(arguments: argparse.Namespace) -> int:
         if pins is None:
             raise AttestationError("no pinned platform in the key home; pass --platform-fingerprint HEX")
         platform = pins.platform_fingerprint
-    receipt.verify(platform_fingerprint=platform.lower())
+    # A debug receipt is verified too, and the output states that it records a debug run.
+    receipt.verify(platform_fingerprint=platform.lower(), allow_debug=True)
     print(f"receipt verified: run {receipt.run_id}, function {receipt.function_checksum}, "
           f"result {receipt.result_digest}, platform {platform.lower()[:16]}")
+    if receipt.debug:
+        print("DEBUG RUN: this receipt is from the debug enclave, which returned the run's printed output and "
+              "exception messages; it ran only because every input's policy allowed debug runs")
     return 0
 
 
@@ -132,8 +136,9 @@ def _measurements(arguments: argparse.Namespace) -> int:
     if pins is None:
         raise AttestationError(f"no pins in {home} yet; start an enclave once to pin them")
     if arguments.action == "reset":
-        save_pins(home, Pins(pins.platform_fingerprint, None))
-        print("measurements will be pinned again on the next enclave start; the platform pin is kept")
+        save_pins(home, Pins(pins.platform_fingerprint, None, None))
+        print("the normal and debug enclave measurements will be pinned again on each one's next start; "
+              "the platform pin is kept")
     elif arguments.action == "export":
         arguments.file.write_text(json.dumps(pins.to_dict(), indent=2, sort_keys=True) + "\n")
         print(f"wrote the pins to {arguments.file}")

@@ -105,11 +105,16 @@ class Enclave:
     """Host handle of one enclave (a monitor process and its zygote).
 
     The monitor starts on first use and stays up until `close`, the end of a
-    ``with`` block, or the end of the Python process.
+    ``with`` block, or the end of the Python process. With ``debug=True`` it
+    is a debug enclave: a separate monitor whose attestation documents carry
+    the debug flag and their own measurements, pinned apart from the normal
+    enclave's. It serves only debug runs, which return printed output and
+    exception messages, and only on inputs whose policy allows debug.
     """
 
-    def __init__(self, home: str | os.PathLike[str] | None = None, *, audit_hook: bool = True) -> None:
+    def __init__(self, home: str | os.PathLike[str] | None = None, *, debug: bool = False, audit_hook: bool = True) -> None:
         self.home = Path(home).resolve() if home is not None else home_dir()
+        self.debug = debug
         # The audit hook is a last line inside the runner; turning it off (to test the outer layers) changes PCR 2.
         self.audit_hook = audit_hook
         self._process: subprocess.Popen[bytes] | None = None
@@ -139,7 +144,8 @@ class Enclave:
 
         ours, theirs = socket.socketpair()
         process = subprocess.Popen(
-            _monitor_command(self.home, "--fd", str(theirs.fileno()), *([] if self.audit_hook else ["--no-audit-hook"])),
+            _monitor_command(self.home, "--fd", str(theirs.fileno()), *(["--debug"] if self.debug else []),
+                             *([] if self.audit_hook else ["--no-audit-hook"])),
             pass_fds=(theirs.fileno(),), env=clean_environment(), start_new_session=True,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
@@ -147,7 +153,7 @@ class Enclave:
         self._process, self._channel = process, ours
         self._finalizer.detach()
         self._finalizer = weakref.finalize(self, _stop_process, process, ours)
-        log.info("enclave monitor started as pid %d", process.pid)
+        log.info("%s monitor started as pid %d", "debug enclave" if self.debug else "enclave", process.pid)
 
         try:
             self._await_hello()
@@ -168,8 +174,11 @@ class Enclave:
             raise errors.KeyHomeError(str(hello.get("message")))
 
     def _verify_attestation(self) -> PublicKey:
-        """Verify a fresh attestation against the key home's pins, pinning them on first use."""
-        from .attestation import Pins, load_pins, save_pins
+        """Verify a fresh attestation against the key home's pins, pinning them on first use.
+
+        The normal and the debug enclave each have their own pinned measurements.
+        """
+        from .attestation import Pins, load_pins
         from .platform import certificate_fingerprint, load_certificate
 
         nonce = secrets.token_hex(32)
@@ -178,10 +187,13 @@ class Enclave:
         if pins is None:
             # Trust on first use: the platform certificate in the key home and these measurements.
             pins = Pins(certificate_fingerprint(load_certificate(self.home / "platform")), None)
-        key = document.verify(nonce=nonce, platform_fingerprint=pins.platform_fingerprint, expected=pins.measurements)
-        if pins.measurements is None:
-            save_pins(self.home, Pins(pins.platform_fingerprint, document.measurements))
-            log.info("pinned the platform certificate and measurements in %s", self.home)
+        pinned = pins.measurements_for(self.debug)
+        key = document.verify(nonce=nonce, platform_fingerprint=pins.platform_fingerprint, expected=pinned,
+                              allow_debug=self.debug)
+        if self.debug and not document.debug:
+            raise errors.AttestationError("the debug enclave's attestation document does not carry the debug flag")
+        if pinned is None:
+            _pin_measurements(self.home, pins.platform_fingerprint, self.debug, document.measurements)
         self._document = document
 
         expected = load_public_key(self.home)
@@ -277,6 +289,7 @@ class Enclave:
             assert self._process is not None and self._key is not None
             return {
                 "running": True,
+                "debug": self.debug,
                 "monitor_pid": self._process.pid,
                 "zygote_pid": header.get("zygote_pid"),
                 "runs": header.get("runs"),
@@ -303,11 +316,13 @@ class Enclave:
 
         The value is the variable ``result`` when the source sets it, else its
         last expression. Defaults: a 10-minute timeout, and a memory limit of
-        4 GiB or 4x the sealed inputs, whichever is larger.
+        4 GiB or 4x the sealed inputs, whichever is larger. Every run of a
+        debug enclave is a debug run; a normal enclave rejects ``debug=True``
+        with a `PolicyError`.
         """
         from .limits import DEFAULT_TIMEOUT_SECONDS, MAX_MEMORY_BYTES, MAX_TIMEOUT_SECONDS, format_size, parse_size
 
-        request, attachments = _build_request(source, inputs or {}, params or {}, debug)
+        request, attachments = _build_request(source, inputs or {}, params or {}, debug or self.debug)
         wait = float(timeout) if timeout is not None else DEFAULT_TIMEOUT_SECONDS
         if not 0 < wait <= MAX_TIMEOUT_SECONDS:
             raise ValueError(f"invalid timeout {timeout!r}: expected a number of seconds above 0 and at most {MAX_TIMEOUT_SECONDS:g}")
@@ -320,7 +335,7 @@ class Enclave:
             self._start_locked()
             header, replies = self._request(request, attachments, wait + _HOST_GRACE_SECONDS)
             assert self._key is not None
-            return _finish_run(header, replies, request["nonce"], self._key)
+            return _finish_run(header, replies, request["nonce"], self._key, self.debug)
 
 
 def _build_request(source: str, inputs: Mapping[str, Sealed], params: Mapping[str, object], debug: bool) -> tuple[dict[str, Any], list[bytes]]:
@@ -363,7 +378,7 @@ def _check_name(name: object, role: str) -> None:
         raise ValueError(f"invalid {role} name {name!r}: it is reserved for the run's result; choose another name")
 
 
-def _finish_run(header: dict[str, Any], attachments: list[bytes], nonce: str, key: PublicKey) -> RunResult:
+def _finish_run(header: dict[str, Any], attachments: list[bytes], nonce: str, key: PublicKey, debug: bool) -> RunResult:
     from .attestation import Receipt
     from .result_codec import decode_result
     from .results import RunResult
@@ -375,15 +390,23 @@ def _finish_run(header: dict[str, Any], attachments: list[bytes], nonce: str, ke
 
     blob = attachments[0]
     receipt = Receipt.from_dict(header.get("receipt"), signer=key)
-    receipt.verify()
+    receipt.verify(allow_debug=debug)
+    if receipt.debug != debug:
+        raise errors.AttestationError(f"the receipt's debug flag is {receipt.debug}, but this enclave's is {debug}")
     receipt.check_binding(nonce=nonce, result=blob)
     value = decode_result(blob)
     texts = [str(text) for text in header.get("warnings", [])]
     for text in texts:
         # Attributed to the enclave run, not to a line of this library.
         warnings.warn_explicit(text, errors.EnclaveWarning, filename="<enclave run>", lineno=1)
+    output = header.get("output")
+    return RunResult(value=value, receipt=receipt, withheld_lines=_withheld_lines(header), warnings=texts,
+                     output=output if isinstance(output, str) else None, debug=debug)
+
+
+def _withheld_lines(header: dict[str, Any]) -> int:
     withheld = header.get("withheld_lines", 0)
-    return RunResult(value=value, receipt=receipt, withheld_lines=withheld if type(withheld) is int else 0, warnings=texts)
+    return withheld if type(withheld) is int else 0
 
 
 def _error_from_reply(header: dict[str, Any]) -> errors.ConfidentialNBError:
@@ -400,11 +423,37 @@ def _exception_error(header: dict[str, Any]) -> errors.EnclaveError:
     line = header.get("line") if type(header.get("line")) is int else None
     where = f"at line {line} of the cell" if line else "outside the cell's own lines"
     message = header.get("message")
-    if message:
-        text = f"the cell raised {name} {where}: {message}"
+    output = header.get("output")
+    if isinstance(output, str):
+        # A debug run: the message and printed output came back.
+        text = f"the cell raised {name} {where}: {message}" if message else f"the cell raised {name} {where}"
+        if output:
+            text += f"\noutput of the debug run:\n{output.rstrip()}"
     else:
-        text = f"the cell raised {name} {where}; its message stays inside the enclave because it may contain data"
+        text = (f"the cell raised {name} {where}; its message stays inside the enclave because it may contain "
+                f"data. {withheld_advice(_withheld_lines(header), 'the message and output')}")
     return errors.EnclaveError(text, exception_type=name, line=line)
+
+
+def withheld_advice(lines: int, subject: str = "them") -> str:
+    """Return the sentence that counts the withheld output lines and names how to see `subject`."""
+    rerun = f"with %%cape --debug (or Enclave(debug=True)) on inputs whose policy allows debug to see {subject}"
+    if lines == 0:
+        return f"Rerun {rerun}"
+    noun = "line of output was" if lines == 1 else "lines of output were"
+    return f"{lines} {noun} withheld; rerun {rerun}"
+
+
+def _pin_measurements(home: Path, platform_fingerprint: str, debug: bool, measured: dict[str, str]) -> None:
+    """Pin the measurements of the debug or the normal enclave, keeping the other's pin."""
+    from .attestation import Pins, load_pins, save_pins
+
+    # The file is read again because the other enclave may have pinned its own measurements since.
+    # NOTE: two enclaves that both pin within the same few milliseconds can still lose one pin,
+    # which is then pinned again on that enclave's next start.
+    current = load_pins(home) or Pins(platform_fingerprint, None)
+    save_pins(home, current.with_measurements(debug, measured))
+    log.info("pinned the %s measurements in %s", "debug enclave's" if debug else "enclave's", home)
 
 
 def _stop_process(process: subprocess.Popen[bytes] | None, channel: socket.socket | None) -> None:
@@ -426,22 +475,36 @@ def _stop_process(process: subprocess.Popen[bytes] | None, channel: socket.socke
     process.wait()
 
 
-_default: Enclave | None = None
+# The enclaves the magics share, by debug flag. Each starts on first use.
+_defaults: dict[bool, Enclave] = {}
 _default_lock = threading.Lock()
 
 
-def default_enclave() -> Enclave:
+def default_enclave(debug: bool = False) -> Enclave:
     """Return the enclave the notebook magics share, on the current key home.
 
-    When ``CONFIDENTIAL_NB_HOME`` changes, the next call closes the old
-    enclave and returns one on the new home.
+    ``debug=True`` returns the shared debug enclave, which ``%%cape --debug``
+    uses. When ``CONFIDENTIAL_NB_HOME`` changes, the next call closes both
+    shared enclaves and returns one on the new home.
     """
-    global _default
     with _default_lock:
-        if _default is not None and _default.home != home_dir():
-            _default.close()
-            _default = None
-        if _default is None:
-            _default = Enclave()
-            atexit.register(_default.close)
-        return _default
+        if any(enclave.home != home_dir() for enclave in _defaults.values()):
+            _close_defaults_locked()
+        if debug not in _defaults:
+            enclave = Enclave(debug=debug)
+            atexit.register(enclave.close)
+            _defaults[debug] = enclave
+        return _defaults[debug]
+
+
+def close_default_enclaves() -> None:
+    """Stop the shared enclaves, normal and debug. The next `default_enclave` call starts a new one."""
+    with _default_lock:
+        _close_defaults_locked()
+
+
+def _close_defaults_locked() -> None:
+    for enclave in _defaults.values():
+        enclave.close()
+        atexit.unregister(enclave.close)
+    _defaults.clear()

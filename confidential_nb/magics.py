@@ -82,6 +82,12 @@ class ConfidentialMagics(Magics):
         help="Keep the column names, dtypes and row count out of the sealed header, so the "
         "analyst cannot read them (they are public by default).",
     )
+    @argument(
+        "--allow-debug",
+        action="store_true",
+        help="Let %%%%cape --debug run on the sealed data, which shows what the cell prints and its "
+        "exception messages (not allowed by default).",
+    )
     @line_magic
     def cape_seal(self, line: str) -> Sealed:
         """Seal a DataFrame to the enclave's attested key and return the `Sealed` input.
@@ -95,7 +101,8 @@ class ConfidentialMagics(Magics):
             sealed = %cape_seal df --drop
         """
         args = _parse_magic_line(self.cape_seal, line, "%cape_seal")
-        sealed = seal_variable(self._shell.user_ns, args.name, schema_public=not args.no_schema)
+        sealed = seal_variable(self._shell.user_ns, args.name, schema_public=not args.no_schema,
+                               allow_debug=args.allow_debug)
 
         if args.drop:
             remaining = drop_variable(self._shell, args.name)
@@ -138,6 +145,12 @@ class ConfidentialMagics(Magics):
     )
     @argument("--timeout", metavar="SECONDS", help=_TIMEOUT_HELP)
     @argument("--memory", metavar="SIZE", help=_MEMORY_HELP)
+    @argument(
+        "--debug",
+        action="store_true",
+        help="Run in the separate debug enclave, started on first use, which shows what the cell prints "
+        "and its exception messages. Every input's policy must allow debug runs, and the receipt says debug.",
+    )
     @cell_magic
     def cape(self, line: str, cell: str) -> None:
         """Run the cell in the enclave on sealed inputs and bind the `RunResult`.
@@ -145,8 +158,9 @@ class ConfidentialMagics(Magics):
         The cell never runs in this kernel. Its value is the variable
         ``result`` when the cell sets it, else its last expression; only that
         value comes back, with a signed receipt. Printed output stays in the
-        enclave and only its line count is shown. When the value contains a
-        training History, the loss and accuracy curves are displayed.
+        enclave and only its line count is shown, unless ``--debug`` runs the
+        cell in the debug enclave. When the value contains a training History,
+        the loss and accuracy curves are displayed.
 
         Example::
 
@@ -175,7 +189,7 @@ class ConfidentialMagics(Magics):
         out_name = validate_identifier(args.out, "--out")
 
         try:
-            result = run_in_enclave(cell, inputs, params, timeout=timeout, memory=memory)
+            result = run_in_enclave(cell, inputs, params, timeout=timeout, memory=memory, debug=args.debug)
         except ConfidentialNBError as error:
             # The client's frames tell the user nothing about their cell, and the
             # message already names the cause, so the error is shown from here.
@@ -263,7 +277,8 @@ def _figure_png(figure: Any) -> bytes | None:
     return png
 
 
-def seal_variable(namespace: Mapping[str, Any], name: str, *, schema_public: bool = True) -> Sealed:
+def seal_variable(namespace: Mapping[str, Any], name: str, *, schema_public: bool = True,
+                  allow_debug: bool = False) -> Sealed:
     """Seal the DataFrame or bytes in the variable ``name`` of ``namespace``.
 
     Raises UsageError when the variable is missing or has another type.
@@ -282,7 +297,7 @@ def seal_variable(namespace: Mapping[str, Any], name: str, *, schema_public: boo
             "a pandas DataFrame or bytes; convert it first (for a Series, use .to_frame())"
         )
 
-    policy = Policy(schema_public=schema_public)
+    policy = Policy(schema_public=schema_public, allow_debug=allow_debug)
     return seal(value, policy=policy)
 
 
@@ -474,31 +489,37 @@ def run_in_enclave(
     *,
     timeout: float | None = None,
     memory: int | None = None,
+    debug: bool = False,
 ) -> RunResult:
-    """Run ``source`` in the shared enclave and return its `RunResult`.
+    """Run ``source`` in the shared enclave, or with ``debug`` in the shared debug enclave, and return its `RunResult`.
 
     Errors of the run (subclasses of ConfidentialNBError) propagate unchanged.
     """
     __tracebackhide__ = True
     from .client import default_enclave
 
-    logger.debug("running a cell with inputs %s and params %s", sorted(inputs), sorted(params))
-    return default_enclave().run(source, inputs=dict(inputs), params=dict(params), timeout=timeout, memory=memory)
+    logger.debug("running a cell with inputs %s and params %s, debug %s", sorted(inputs), sorted(params), debug)
+    enclave = default_enclave(debug=debug)
+    return enclave.run(source, inputs=dict(inputs), params=dict(params), timeout=timeout, memory=memory)
 
 
 def show_result(result: RunResult) -> None:
-    """Display what a ``%%cape`` cell shows: the receipt line, the withheld line count and the curves."""
+    """Display what a ``%%cape`` cell shows: the receipt line, the printed output or its line count, and the curves."""
     from IPython.display import display
+
+    from .client import withheld_advice
 
     # The client has already verified the receipt; the function checksum is stable for a given cell.
     if result.receipt is not None:
-        print(f"receipt verified (function {result.receipt.function_checksum[:12]})")
-    if result.withheld_lines:
-        lines = "line was" if result.withheld_lines == 1 else "lines were"
-        print(
-            f"{result.withheld_lines} printed {lines} withheld in the enclave; "
-            "return what you need to see in result."
-        )
+        kind = "debug run receipt" if result.debug else "receipt"
+        print(f"{kind} verified (function {result.receipt.function_checksum[:12]})")
+    if result.output:
+        print(result.output, end="" if result.output.endswith("\n") else "\n")
+    if result.debug and result.withheld_lines:
+        noun = "line" if result.withheld_lines == 1 else "lines"
+        print(f"{result.withheld_lines} more {noun} of output stayed in the enclave, past the debug output limit")
+    elif result.withheld_lines:
+        print(withheld_advice(result.withheld_lines) + ".")
     if result.history is not None:
         display(figure_bundle(result.plot()), raw=True)
 

@@ -74,7 +74,8 @@ class Policy:
         if self.expires is not None and (now or dt.datetime.now(dt.timezone.utc)) >= _parse_time(self.expires):
             raise PolicyError(f"the sealed input expired at {self.expires}; ask the data owner to seal it again")
         if debug and not self.allow_debug:
-            raise PolicyError("the sealed input's policy does not allow debug runs; run without debug")
+            raise PolicyError("the sealed input's policy does not allow debug runs; run without --debug in the normal "
+                              "enclave, or ask the data owner to seal it again with allow_debug=True")
         if self.allowed_functions is not None and function_checksum not in self.allowed_functions:
             raise PolicyError(
                 f"function checksum {function_checksum} is not in the sealed input's allowed functions; "

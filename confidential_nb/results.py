@@ -42,8 +42,11 @@ class Receipt(Protocol):
     def function_checksum(self) -> str:
         """Checksum of the cell that ran."""
 
-    def verify(self) -> bool:
-        """Return True when the signature and measurements check out, else raise AttestationError."""
+    def verify(self, *, allow_debug: bool = False) -> bool:
+        """Return True when the signature and measurements check out, else raise AttestationError.
+
+        A receipt of a debug run is rejected unless ``allow_debug`` is True.
+        """
 
 
 @dataclass(repr=False, eq=False)
@@ -52,14 +55,18 @@ class RunResult:
 
     ``value`` is the decoded result of the cell. ``receipt`` is the run's signed
     receipt. ``withheld_lines`` counts the lines the cell printed to stdout or
-    stderr, which stay in the enclave. ``warnings`` are the library warnings
-    that passed the egress guard, in their fixed wording.
+    stderr that stayed in the enclave. ``warnings`` are the library warnings
+    that passed the egress guard, rendered from their fixed templates.
+    ``debug`` marks a debug run, whose printed output, bounded in size, is
+    ``output``; outside debug runs ``output`` is None.
     """
 
     value: Any
     receipt: Receipt | None = None
     withheld_lines: int = 0
     warnings: list[str] = field(default_factory=list)
+    output: str | None = None
+    debug: bool = False
 
     @cached_property
     def history(self) -> History | None:
@@ -91,17 +98,20 @@ class RunResult:
 
     @cached_property
     def receipt_status(self) -> str:
-        """Verification status of the receipt: ``verified``, ``failed: ...`` or ``missing``."""
+        """Verification status of the receipt: ``verified``, ``verified (debug run)``, ``failed: ...`` or ``missing``."""
         from .errors import AttestationError
 
         if self.receipt is None:
             return "missing"
         try:
-            verified = self.receipt.verify()
+            # The client sets `debug` from the enclave that ran the cell, so only a debug run accepts a debug receipt.
+            verified = self.receipt.verify(allow_debug=self.debug)
         except AttestationError as error:
             logger.warning("run receipt failed verification: %s", error)
             return f"failed: {error}"
-        return "verified" if verified else "failed"
+        if not verified:
+            return "failed"
+        return "verified (debug run)" if self.debug else "verified"
 
     def summary_rows(self) -> list[tuple[str, str]]:
         """Return the display as (label, text) rows, unescaped."""
@@ -114,6 +124,9 @@ class RunResult:
             keys = ", ".join(str(key) for key in history.keys())
             rows.append(("history", f"{len(history.epoch)} epochs: {keys}"))
 
+        if self.output is not None:
+            line_count = self.output.count("\n")
+            rows.append(("debug output", f"{_count(line_count, 'line')} in the output attribute"))
         rows.append(("withheld output", _count_lines(self.withheld_lines)))
         rows.extend(("warning", text) for text in self.warnings)
         rows.append(("receipt", self.receipt_status))

@@ -57,3 +57,12 @@ def unhooked_enclave(unhooked_home: Path) -> Iterator[object]:
 
     with Enclave(unhooked_home, audit_hook=False) as shared:
         yield shared
+
+
+@pytest.fixture(scope="session")
+def debug_enclave(key_home: Path) -> Iterator[object]:
+    """One debug enclave on the same key home, for the tests of debug runs."""
+    from confidential_nb import Enclave
+
+    with Enclave(key_home, debug=True) as shared:
+        yield shared

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -89,10 +90,19 @@ def test_run_user_exception_class_name_withheld(enclave):
     assert "Leak_42" not in str(caught.value)
 
 
-def test_run_library_error_message_passes(enclave, sealed):
+def test_run_library_error_message_withheld(enclave, sealed):
+    source = "from confidential_nb.training import train_test_split\ntrain_test_split(data, target='nope')"
+    with pytest.raises(EnclaveError, match="--debug") as caught:
+        enclave.run(source, inputs={"data": sealed})
+    assert "nope" not in str(caught.value)
+    assert caught.value.line == 2
+
+
+def test_run_library_error_message_in_debug(debug_enclave, frame):
+    sealed = confidential_nb.seal(frame, policy={"allow_debug": True})
     source = "from confidential_nb.training import train_test_split\ntrain_test_split(data, target='nope')"
     with pytest.raises(EnclaveError, match="nope") as caught:
-        enclave.run(source, inputs={"data": sealed})
+        debug_enclave.run(source, inputs={"data": sealed})
     assert caught.value.line == 2
 
 
@@ -189,9 +199,17 @@ def test_run_tampered_input_runs_nothing(enclave, sealed):
         ("result = {1, 2}", r"set"),
     ],
 )
-def test_run_unencodable_result_names_path_and_type(enclave, source, pattern):
+def test_run_unencodable_result_names_path_and_type(debug_enclave, source, pattern):
+    # The path and type may name data, so only a debug run shows them.
     with pytest.raises(EncodingError, match=pattern):
-        enclave.run(source)
+        debug_enclave.run(source)
+
+
+def test_run_unencodable_result_details_withheld(enclave):
+    with pytest.raises(EncodingError, match="--debug") as caught:
+        enclave.run("result = {'alice': lambda: 1}")
+    assert "alice" not in str(caught.value)
+    assert "function" not in str(caught.value)
 
 
 def test_run_policy_allowed_function(enclave, frame):
@@ -281,7 +299,7 @@ def test_enclave_exits_when_host_process_dies(key_home, tmp_path):
         "print(s['monitor_pid'], s['zygote_pid'], flush=True)\n"
         "os._exit(0)\n"
     )
-    output = subprocess.run(["python3", "-c", script], capture_output=True, text=True, timeout=60, check=True).stdout
+    output = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True).stdout
     monitor, zygote = (int(value) for value in output.split())
     assert wait_until_gone(monitor)
     assert wait_until_gone(zygote)

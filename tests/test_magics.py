@@ -21,7 +21,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 from matplotlib.figure import Figure
 
-from confidential_nb.errors import EnclaveError, EnclaveTimeoutError, EnclaveWarning
+from confidential_nb.errors import EnclaveError, EnclaveTimeoutError, EnclaveWarning, PolicyError
 from confidential_nb.functions import cell_checksum
 from confidential_nb.keys import ensure_keys, load_public_key
 from confidential_nb.magics import (
@@ -34,6 +34,7 @@ from confidential_nb.magics import (
 )
 from confidential_nb.results import RunResult
 from confidential_nb.sealing import Sealed, seal
+from processes import wait_until_gone
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +95,7 @@ def test_cape_seal_unknown_flag_raises(shell: InteractiveShell) -> None:
 def test_cape_seal_help_usage_names_line_magic(shell: InteractiveShell) -> None:
     usage = shell.find_line_magic("cape_seal").__doc__.split("::", 1)[1].strip()
 
-    assert usage.startswith("%cape_seal [--drop] [--no-schema] name")
+    assert usage.startswith("%cape_seal [--drop] [--no-schema] [--allow-debug] name")
 
 
 # %%cape usage errors
@@ -368,9 +369,9 @@ def enclave_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     home = tmp_path_factory.mktemp("enclave-home")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CONFIDENTIAL_NB_HOME", str(home))
-        patch.setattr(client, "_default", None)
+        patch.setattr(client, "_defaults", {})
         yield home
-        client.default_enclave().close()
+        client.close_default_enclaves()
 
 
 @pytest.fixture()
@@ -484,7 +485,8 @@ def test_cape_reports_withheld_lines(
 
     out = capsys.readouterr().out
     assert shell.user_ns["result"].withheld_lines > 1
-    assert f"{shell.user_ns['result'].withheld_lines} printed lines were withheld in the enclave" in out
+    assert f"{shell.user_ns['result'].withheld_lines} lines of output were withheld; rerun with %%cape --debug" in out
+    assert "on inputs whose policy allows debug to see them" in out
     assert "target" not in out
 
 
@@ -568,3 +570,61 @@ def test_run_result_repr_shows_failed_receipt(shell: InteractiveShell, sealed_in
 
     assert "receipt: failed:" in text
     assert "receipt: verified" in repr(RunResult(value=1, receipt=receipt))
+
+
+# %%cape --debug: the shared debug enclave
+
+
+def test_cape_debug_shows_printed_text(
+    shell: InteractiveShell, enclave_home: Path, frame: pd.DataFrame, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shell.user_ns["df"] = frame
+    shell.user_ns["debuggable"] = shell.run_line_magic("cape_seal", "df --allow-debug")
+    capsys.readouterr()
+
+    run_cape(shell, "--input debuggable --debug --out run", "print(data.columns[0])\nprint('done')\nresult = 1\n")
+
+    out = capsys.readouterr().out
+    run = shell.user_ns["run"]
+    assert run.debug is True
+    assert run.output == "a\ndone\n"
+    assert "debug run receipt verified" in out
+    assert "a\ndone\n" in out
+    assert "withheld" not in out
+    assert "receipt: verified (debug run)" in repr(run)
+
+
+def test_cape_debug_enclave_kept_apart(shell: InteractiveShell, enclave_home: Path, frame: pd.DataFrame) -> None:
+    from confidential_nb.client import default_enclave
+
+    shell.user_ns["df"] = frame
+    shell.user_ns["debuggable"] = shell.run_line_magic("cape_seal", "df --allow-debug")
+    run_cape(shell, "--input debuggable --debug", "result = 1\n")
+    debug_monitor = default_enclave(debug=True).status()["monitor_pid"]
+    run_cape(shell, "--input debuggable --debug", "result = 2\n")
+
+    assert default_enclave(debug=True).status()["monitor_pid"] == debug_monitor
+    assert default_enclave().status()["monitor_pid"] != debug_monitor
+    assert default_enclave(debug=True).status()["debug"] is True
+    assert default_enclave().status()["debug"] is False
+
+
+def test_cape_debug_without_allow_debug_raises(shell: InteractiveShell, sealed_in_shell: Sealed) -> None:
+    with pytest.raises(PolicyError, match="input 'data'.*does not allow debug runs.*allow_debug=True"):
+        run_cape(shell, "--input sealed --debug", "result = 1\n")
+
+
+def test_close_default_enclaves_stops_both(shell: InteractiveShell, enclave_home: Path, frame: pd.DataFrame) -> None:
+    from confidential_nb.client import close_default_enclaves, default_enclave
+
+    shell.user_ns["df"] = frame
+    shell.user_ns["debuggable"] = shell.run_line_magic("cape_seal", "df --allow-debug")
+    run_cape(shell, "--input debuggable", "result = 1\n")
+    run_cape(shell, "--input debuggable --debug", "result = 1\n")
+    monitors = [default_enclave(debug=flag).status()["monitor_pid"] for flag in (False, True)]
+
+    close_default_enclaves()
+
+    assert all(wait_until_gone(pid) for pid in monitors)
+    run_cape(shell, "--input debuggable --debug", "result = 3\n")
+    assert shell.user_ns["result"].value == 3

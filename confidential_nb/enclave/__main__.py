@@ -2,7 +2,8 @@
 
 ``--init-keys`` creates the key home if needed and exits (the one-shot
 enclave that `seal` starts on first use). ``--fd N`` serves the host on
-the inherited socket N until the host closes it.
+the inherited socket N until the host closes it. ``--debug`` makes it a
+debug enclave.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fd", type=int, help="inherited socket to serve the host on")
     parser.add_argument("--no-audit-hook", action="store_true", help="run cells without the runtime audit hook")
     parser.add_argument("--init-keys", action="store_true", help="create the keys if missing, then exit")
+    parser.add_argument("--debug", action="store_true",
+                        help="serve debug runs only, which return printed output and exception messages; "
+                             "attestation documents then carry debug=true and their own sandbox measurement")
     arguments = parser.parse_args(argv)
 
     home: Path = arguments.home
@@ -55,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .monitor import Monitor
 
-    monitor = Monitor(keys, home, channel, audit_hook=not arguments.no_audit_hook)
+    monitor = Monitor(keys, home, channel, debug=arguments.debug, audit_hook=not arguments.no_audit_hook)
     try:
         monitor.serve()
     finally:

@@ -34,7 +34,7 @@ from ..cgroup import create_pids_cgroup
 from ..sandbox import Limits, SandboxState, clean_environment, layer_report, measured_layers
 from ..view import view_spec
 from .inputs import InputRejected, open_inputs
-from .egress import bounded_count, guard_failure, guarded_warnings, text_size
+from .egress import fit_text_to_budget, guard_failure, guarded_output, guarded_warnings, text_size
 
 log = logging.getLogger("confidential_nb.enclave")
 
@@ -44,6 +44,9 @@ _ZYGOTE_START_SECONDS = 60.0
 
 # A run without sealed inputs has no policy; its result may still not exceed this size.
 NO_INPUT_RESULT_LIMIT_BYTES = 1024**3
+
+NOT_A_DEBUG_ENCLAVE = ("this enclave is not a debug enclave, so it rejects debug runs; use %%cape --debug or "
+                       "Enclave(debug=True), which start a separate debug enclave with its own measurements")
 
 # A runner killed by one of these signals hit its CPU-time or file-size limit.
 _LIMIT_SIGNALS = {signal.SIGXCPU: "CPU time", signal.SIGXFSZ: "file size"}
@@ -68,11 +71,13 @@ def failure(kind: str, message: str, **details: Any) -> Reply:
 class Monitor:
     """Serves host requests over one channel until the host closes it."""
 
-    def __init__(self, keys: EnclaveKeys, home: Path, channel: socket.socket, *, audit_hook: bool = True,
-                 runner_uid: int = DEFAULT_RUNNER_UID, notebook_uid: int | None = None) -> None:
+    def __init__(self, keys: EnclaveKeys, home: Path, channel: socket.socket, *, debug: bool = False,
+                 audit_hook: bool = True, runner_uid: int = DEFAULT_RUNNER_UID, notebook_uid: int | None = None) -> None:
         self.keys = keys
         self.home = home
         self.channel = channel
+        # A debug enclave serves only debug runs, and its attestation documents carry the debug flag.
+        self.debug = debug
         # Runs work outside the key home, so a runner's working directory does not point at the keys.
         self.scratch_root = Path(tempfile.mkdtemp(prefix="confidential_nb-"))
         self.runner_uid = runner_uid if os.geteuid() == 0 else os.getuid()
@@ -164,7 +169,8 @@ class Monitor:
         operation = header.get("op")
         try:
             if operation == "attest":
-                document = sign_document(self.keys, str(header["nonce"]), measured_layers(self.layers), _user_data(header))
+                document = sign_document(self.keys, str(header["nonce"]), measured_layers(self.layers), _user_data(header),
+                                         debug=self.debug)
                 # Receipts embed the document that the host verified when it started this enclave.
                 self.document = self.document or document
                 return Reply({"ok": True, "document": document.to_dict()})
@@ -192,9 +198,12 @@ class Monitor:
         run_id = str(header["run_id"])
         source = str(header["source"])
         checksum = cell_checksum(source)
-        log.info("run %s: %d inputs, function %s", run_id, len(specs), checksum[:12])
+        log.info("run %s: %d inputs, function %s, debug %s", run_id, len(specs), checksum[:12], self.debug)
+        if header.get("debug") and not self.debug:
+            return failure("policy", NOT_A_DEBUG_ENCLAVE)
         try:
-            inputs = open_inputs(self.keys, specs, attachments, checksum, bool(header.get("debug", False)), scratch)
+            # Every run in a debug enclave is a debug run, so each input's policy must allow debug.
+            inputs = open_inputs(self.keys, specs, attachments, checksum, self.debug, scratch)
         except InputRejected as exc:
             return failure(exc.kind, str(exc), input=exc.name)
 
@@ -208,11 +217,9 @@ class Monitor:
         limits = Limits(memory_bytes=memory, cpu_seconds=int(timeout) + 5,
                         file_size_bytes=DEFAULT_FILE_SIZE_BYTES, open_files=DEFAULT_OPEN_FILES)
 
-        # Library messages may name columns, so they pass only when every input's schema is public.
-        text_allowed = all(item.policy.schema_public for item in inputs)
         budget = min((item.policy.max_result_bytes for item in inputs), default=NO_INPUT_RESULT_LIMIT_BYTES)
         params = attachments[-1] if header.get("has_params") else None
-        request = {"op": "run", "source": source, "has_params": params is not None, "library_messages": text_allowed,
+        request = {"op": "run", "source": source, "has_params": params is not None, "debug": self.debug,
                    "inputs": [{"name": item.name, "kind": item.kind, "file": item.file} for item in inputs]}
         payloads = [item.payload for item in inputs if item.payload is not None] + ([params] if params is not None else [])
         started = time.time()
@@ -238,10 +245,11 @@ class Monitor:
             "result_bytes": len(result),
             "started": _utc_seconds(started),
             "finished": _utc_seconds(time.time()),
-        }, self.document or sign_document(self.keys, "", measured_layers(self.layers)))
+        }, self.document or sign_document(self.keys, "", measured_layers(self.layers), debug=self.debug))
         log.info("run %s finished: %d result bytes", run_id, len(result))
-        return Reply({"ok": True, "receipt": receipt.to_dict(), "withheld_lines": reply.header.get("withheld_lines", 0),
-                      "warnings": reply.header.get("warnings", []), "memory_limit": memory}, [result])
+        output: dict[str, Any] = {name: reply.header[name] for name in ("withheld_lines", "output") if name in reply.header}
+        return Reply({"ok": True, "receipt": receipt.to_dict(), "warnings": reply.header.get("warnings", []),
+                      "memory_limit": memory, **output}, [result])
 
     def _run_in_runner(self, scratch: Path, request: dict[str, Any], payloads: list[bytes], limits: Limits,
                        timeout: float, budget: int) -> Reply:
@@ -284,7 +292,7 @@ class Monitor:
                                       "pass a larger --timeout (or timeout=) if it needs more time", timeout=timeout)
         except (ProtocolError, OSError):
             return self._crash_reply(pid, limits)
-        return _guard(Reply(header, attachments), str(request["source"]), bool(request["library_messages"]), budget)
+        return _guard(Reply(header, attachments), str(request["source"]), bool(request["debug"]), budget)
 
     def _fork_failure(self, reply: dict[str, Any], limits: Limits) -> Reply:
         if reply.get("error") == "memory":
@@ -366,18 +374,19 @@ def _over_budget(budget: int) -> Reply:
                              "return aggregates, not rows", limit=budget)
 
 
-def _guard(reply: Reply, source: str, text_allowed: bool, budget: int) -> Reply:
+def _guard(reply: Reply, source: str, debug: bool, budget: int) -> Reply:
     """Rebuild a runner's reply from what may leave, and hold it to the result budget."""
     header = reply.header
     if header.get("ok") is not True:
-        return Reply(guard_failure(header, source, text_allowed))
+        return Reply(fit_text_to_budget(guard_failure(header, source, debug), budget))
     if len(reply.attachments) != 1:
         return failure("internal", "the runner sent a malformed reply and was stopped")
 
     result_name = header.get("result_name")
-    guarded = {"ok": True, "withheld_lines": bounded_count(header.get("withheld_lines")),
-               "warnings": guarded_warnings(header.get("warnings"), text_allowed),
+    guarded = {"ok": True, "warnings": guarded_warnings(header.get("warnings")), **guarded_output(header, debug),
                "result_name": result_name if result_name in ("result", "last expression", "none") else None}
+    # Debug output is shortened first, so that only a result too large on its own fails the run.
+    guarded = fit_text_to_budget(guarded, budget - len(reply.attachments[0]))
     if len(reply.attachments[0]) + text_size(guarded) > budget:
         return _over_budget(budget)
     return Reply(guarded, reply.attachments)

@@ -2,8 +2,9 @@
 
 Runs in a process forked from the zygote, after `sandbox.isolate_runner`.
 What it sends back is the encoded result, or an error that carries only the
-exception's type name, its line in the cell and, for exceptions raised by the
-library's own code, the library's fixed-template message.
+exception's type name and its line in the cell, with counts of the lines it
+printed and the library warnings as template ids. A debug run also sends its
+printed output and exception message.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import ast
 import errno
 import io
+import json
 import os
 import random
 import socket
@@ -21,28 +23,46 @@ from pathlib import Path
 from typing import Any
 
 from ..protocol import recv_message, send_message
+from .egress import EXCEPTION_MODULES, GENERIC_EXCEPTION, MAX_DEBUG_OUTPUT_CHARS
 
 CELL_FILENAME = "<cell>"
-_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
-_TRUSTED_MODULE_PREFIXES = ("numpy", "pandas", "confidential_nb")
-_MAX_MESSAGE_CHARS = 500
+_LIBRARY_PACKAGES = ("numpy", "pandas", "confidential_nb")
+_MAX_MESSAGE_CHARS = 2000
+_MAX_WARNING_ENTRIES = 20
 
 
 class LineCounter(io.TextIOBase):
-    """A text stream that discards what is written and counts the lines."""
+    """A text stream that counts the lines written and keeps the first `keep_chars` characters.
 
-    def __init__(self) -> None:
+    Outside debug runs `keep_chars` is 0, so the text is discarded and only
+    the count leaves the runner.
+    """
+
+    def __init__(self, keep_chars: int = 0) -> None:
         self.lines = 0
         self._open_line = False
+        self._keep_chars = keep_chars
+        self._kept: list[str] = []
+        self._kept_chars = 0
 
     def write(self, text: str) -> int:
         if text:
             self.lines += text.count("\n")
             self._open_line = not text.endswith("\n")
+            self._keep(text)
         return len(text)
+
+    def _keep(self, text: str) -> None:
+        room = self._keep_chars - self._kept_chars
+        if room > 0:
+            self._kept.append(text[:room])
+            self._kept_chars += min(room, len(text))
 
     def total(self) -> int:
         return self.lines + (1 if self._open_line else 0)
+
+    def kept_text(self) -> str:
+        return "".join(self._kept)
 
 
 def reseed() -> None:
@@ -62,7 +82,7 @@ def serve(channel: socket.socket) -> None:
     except Exception as exc:
         send_message(channel, {"ok": False, "kind": "input", "message": f"failed to decode the inputs ({type(exc).__name__})"})
         return
-    reply, blob = execute(str(header["source"]), namespace, library_messages=bool(header.get("library_messages", False)))
+    reply, blob = execute(str(header["source"]), namespace, debug=header.get("debug") is True)
     send_message(channel, reply, [blob] if blob is not None else [])
 
 
@@ -84,17 +104,20 @@ def _bind_inputs(header: dict[str, Any], attachments: list[bytes]) -> dict[str, 
     return namespace
 
 
-def execute(source: str, namespace: dict[str, Any], *, library_messages: bool = True) -> tuple[dict[str, Any], bytes | None]:
+def execute(source: str, namespace: dict[str, Any], *, debug: bool = False) -> tuple[dict[str, Any], bytes | None]:
     """Run `source` in `namespace`; return the reply header and the encoded result.
 
-    With ``library_messages=False`` even the library's own exception
-    messages are withheld, because they may name columns of an input whose
-    schema the data owner kept private.
+    Outside debug runs the reply carries no text written by the cell or
+    raised by it: printed output is only counted, exceptions leave as type
+    names, and library warnings as template ids with numeric arguments. A
+    debug run also returns its printed output, up to `MAX_DEBUG_OUTPUT_CHARS`,
+    its other warnings and its exception message. The monitor checks all of
+    this again, because the cell controls this process.
     """
     from ..errors import EncodingError
     from ..result_codec import encode_result
 
-    counter = LineCounter()
+    counter = LineCounter(MAX_DEBUG_OUTPUT_CHARS if debug else 0)
     saved = sys.stdout, sys.stderr
     sys.stdout = sys.stderr = counter
     try:
@@ -108,21 +131,37 @@ def execute(source: str, namespace: dict[str, Any], *, library_messages: bool = 
         # Python ignores SIGXFSZ, so a write past RLIMIT_FSIZE fails with EFBIG instead.
         if exc.errno == errno.EFBIG:
             return {"ok": False, "kind": "resource", "resource": "file size"}, None
-        return _describe_exception(exc, library_messages), None
+        return _describe_exception(exc, counter, debug), None
     except BaseException as exc:  # Anything the cell raises, SystemExit included, is reported.
-        return _describe_exception(exc, library_messages), None
+        return _describe_exception(exc, counter, debug), None
     finally:
         sys.stdout, sys.stderr = saved
 
-    passed, withheld_warnings = _filter_warnings(caught)
+    library, other = _filter_warnings(caught)
+    if debug:
+        for warning in other:
+            counter.write(warnings.formatwarning(warning.message, warning.category, warning.filename, warning.lineno))
+    else:
+        counter.lines += len(other)
+    output = _output_fields(counter, debug)
     try:
         blob = encode_result(value)
     except EncodingError as exc:
-        return {"ok": False, "kind": "encoding", "message": str(exc)[:_MAX_MESSAGE_CHARS]}, None
+        # The path and type may name data, such as a dict key, so they leave only in debug runs.
+        message = str(exc)[:_MAX_MESSAGE_CHARS] if debug else None
+        return {"ok": False, "kind": "encoding", "message": message, **output}, None
     except MemoryError:
         return {"ok": False, "kind": "resource", "resource": "memory"}, None
-    return {"ok": True, "withheld_lines": counter.total() + withheld_warnings, "warnings": passed,
-            "result_name": result_name}, blob
+    return {"ok": True, "warnings": library, "result_name": result_name, **output}, blob
+
+
+def _output_fields(counter: LineCounter, debug: bool) -> dict[str, Any]:
+    """Return the reply fields about printed output: the kept text in debug runs, and the count of lines withheld."""
+    if not debug:
+        return {"withheld_lines": counter.total()}
+    text = counter.kept_text()
+    shown = text.count("\n") + (1 if text and not text.endswith("\n") else 0)
+    return {"output": text, "withheld_lines": max(0, counter.total() - shown)}
 
 
 def _run_cell(source: str, namespace: dict[str, Any]) -> tuple[Any, str]:
@@ -141,60 +180,83 @@ def _run_cell(source: str, namespace: dict[str, Any]) -> tuple[Any, str]:
     return value, "last expression" if last_expression else "none"
 
 
-def _describe_exception(exc: BaseException, library_messages: bool) -> dict[str, Any]:
+def _describe_exception(exc: BaseException, counter: LineCounter, debug: bool) -> dict[str, Any]:
     cell_line = None
-    innermost_file = ""
     for frame, line in traceback.walk_tb(exc.__traceback__):
-        innermost_file = frame.f_code.co_filename
-        if innermost_file == CELL_FILENAME:
+        if frame.f_code.co_filename == CELL_FILENAME:
             cell_line = line
     return {
         "ok": False,
         "kind": "exception",
         "exception_type": public_type_name(type(exc)),
         "line": cell_line,
-        "message": _public_message(exc, innermost_file) if library_messages else None,
+        "message": _exception_message(exc) if debug else None,
+        **_output_fields(counter, debug),
     }
 
 
-def public_type_name(kind: type) -> str:
-    """Name an exception class when it comes from Python, numpy, pandas or this library.
-
-    A class can claim any ``__module__``, so the name counts only when that
-    module really exports this very class. The monitor checks the name again.
-    """
-    module = kind.__module__
-    trusted = module == "builtins" or module.split(".")[0] in _TRUSTED_MODULE_PREFIXES
-    if trusted and getattr(sys.modules.get(module), kind.__qualname__, None) is kind:
-        return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
-    return "an exception class defined outside Python, numpy, pandas and confidential_nb"
-
-
-def _public_message(exc: BaseException, innermost_file: str) -> str | None:
-    """Return the message only when the library's own code raised the exception.
-
-    The library's messages are fixed templates that name shapes, columns and
-    parameters, never data values; any other message may contain data.
-    """
-    if innermost_file.startswith(_PACKAGE_ROOT) and "enclave" not in Path(innermost_file).parts:
+def _exception_message(exc: BaseException) -> str:
+    try:
         return str(exc)[:_MAX_MESSAGE_CHARS]
-    return None
+    except Exception:  # The cell's own __str__ may raise, and a debug run then shows no message.
+        return ""
 
 
-def _filter_warnings(caught: list[warnings.WarningMessage]) -> tuple[list[str], int]:
-    """Keep library warnings, once each with a repeat count (cross-validation repeats them per fold)."""
+def public_type_name(kind: type) -> str:
+    """Name an exception class of Python, numpy, pandas or this library, or return the generic label.
+
+    Only classes that a module in `EXCEPTION_MODULES` really exports count,
+    because a class can claim any ``__module__``. A class from elsewhere in
+    numpy, pandas or this library is named by its nearest such base class,
+    such as TypeError for numpy's internal UFuncTypeError. A class defined
+    anywhere else, the cell included, gets the generic label, even when it
+    subclasses or is named like a built-in. The monitor checks the name again.
+    """
+    candidates = kind.__mro__ if kind.__module__.split(".")[0] in _LIBRARY_PACKAGES else (kind,)
+    for candidate in candidates:
+        name = _exported_name(candidate)
+        if name is not None:
+            return name
+    return GENERIC_EXCEPTION
+
+
+def _exported_name(kind: type) -> str | None:
+    module = kind.__module__
+    if module not in EXCEPTION_MODULES or getattr(sys.modules.get(module), kind.__qualname__, None) is not kind:
+        return None
+    return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
+
+
+def _filter_warnings(caught: list[warnings.WarningMessage]) -> tuple[list[dict[str, Any]], list[warnings.WarningMessage]]:
+    """Split the caught warnings into library warnings, as template entries with repeat counts, and all others.
+
+    A warning of a library class made from plain text, or with arguments
+    the template does not take, leaves only as its class name. At most
+    `_MAX_WARNING_ENTRIES` distinct entries are kept; later ones count as
+    other warnings.
+    """
+    from ..library_warnings import TemplatedWarning, render_message
     from ..training import ConvergenceWarning
     from ..training.metrics import UndefinedMetricWarning
 
     counts: dict[str, int] = {}
-    withheld = 0
+    entries: dict[str, dict[str, Any]] = {}
+    other: list[warnings.WarningMessage] = []
     for warning in caught:
-        text = f"{warning.category.__name__}: {str(warning.message)[:_MAX_MESSAGE_CHARS]}"
-        if warning.category in (ConvergenceWarning, UndefinedMetricWarning) and (text in counts or len(counts) < 20):
-            counts[text] = counts.get(text, 0) + 1
-        else:
-            withheld += 1
-    passed = [text if count == 1 else f"{text} (raised {count} times)" for text, count in counts.items()]
-    return passed, withheld
-
-
+        message = warning.message
+        if warning.category not in (ConvergenceWarning, UndefinedMetricWarning) or not isinstance(message, TemplatedWarning):
+            other.append(warning)
+            continue
+        template, arguments = message.template_id, message.template_args or {}
+        try:
+            render_message(str(template), arguments)
+        except ValueError:
+            template, arguments = f"{warning.category.__name__}.untemplated", {}
+        entry = {"template": template, "args": arguments}
+        key = json.dumps(entry, sort_keys=True)
+        if key not in counts and len(counts) >= _MAX_WARNING_ENTRIES:
+            other.append(warning)
+            continue
+        counts[key] = counts.get(key, 0) + 1
+        entries[key] = entry
+    return [dict(entry, count=counts[key]) for key, entry in entries.items()], other

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from confidential_nb.library_warnings import TemplatedWarning
 
-class ConvergenceWarning(UserWarning):
+
+class ConvergenceWarning(TemplatedWarning):
     """Training ended at its epoch limit before the convergence test passed."""
 
 

@@ -325,36 +325,24 @@ class LogisticRegression:
         store_feature_names(self, X)
 
     def _warn_not_converged(self, loss_rose: bool, dtype: np.dtype[Any]) -> None:
+        # The message is a fixed template with numeric arguments, so it may leave the enclave.
+        unscaled = self.standardize is False
+        arguments: dict[str, Any] = {"epochs": self.epochs, "tol": self.tol}
         if self.solver == "newton" and dtype == np.float32:
-            advice = (
-                "increase epochs (the iteration cap) or tol; a tol below about 1e-4 is out of reach "
-                "for float32 features."
-            )
+            template = "logistic.newton_float32"
         elif self.solver == "newton":
-            advice = "increase epochs (the iteration cap) or tol."
+            template = "logistic.newton"
         elif loss_rose and self.solver == "gd":
-            advice = (
-                f"the loss rose during training, so learning_rate={self.learning_rate} is probably "
-                f"too large: use a smaller learning_rate{self._standardize_hint()}."
-            )
-        elif self.solver == "gd" and self.standardize is False:
-            advice = (
-                f"increase epochs, use a larger learning_rate (now {self.learning_rate}), "
-                "or set standardize=True if the features have very different scales."
-            )
+            template = "logistic.gd_loss_rose_unscaled" if unscaled else "logistic.gd_loss_rose"
+            arguments["learning_rate"] = self.learning_rate
         elif self.solver == "gd":
-            advice = f"increase epochs or use a larger learning_rate (now {self.learning_rate})."
+            template = "logistic.gd_unscaled" if unscaled else "logistic.gd"
+            arguments["learning_rate"] = self.learning_rate
         else:
-            advice = (
-                f"increase epochs or tol, or tune learning_rate (now {self.learning_rate}) and batch_size "
-                f"(now {self.batch_size}); mini-batch steps keep a gradient noise floor, "
-                "so solver='newton' suits a small tol."
-            )
-        message = (
-            f"LogisticRegression did not converge in {self.epochs} epochs (tol={self.tol}): {advice}"
-        )
+            template = "logistic.minibatch"
+            arguments.update(learning_rate=self.learning_rate, batch_size=self.batch_size)
         # stacklevel 3 points at the caller of fit().
-        warnings.warn(message, ConvergenceWarning, stacklevel=3)
+        warnings.warn(ConvergenceWarning.from_template(template, **arguments), stacklevel=3)
 
     def _standardize_hint(self) -> str:
         """Return " or standardize=True" when standardization is off, else an empty string."""

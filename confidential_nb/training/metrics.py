@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from confidential_nb.library_warnings import TemplatedWarning
 from confidential_nb.training._validation import check_labels, check_same_length
 
 # Probabilities are clipped to [EPSILON, 1 - EPSILON] so that log(0) never occurs,
@@ -28,7 +29,7 @@ _ROW_SUM_RTOL = math.sqrt(EPSILON)
 AVERAGE_OPTIONS = (None, "binary", "micro", "macro", "weighted")
 
 
-class UndefinedMetricWarning(UserWarning):
+class UndefinedMetricWarning(TemplatedWarning):
     """A metric divided by zero and was set to the ``zero_division`` value or NaN."""
 
 
@@ -166,11 +167,7 @@ def _binary_auc(is_positive: np.ndarray, scores: np.ndarray) -> float:
     n_positive = int(is_positive.sum())
     n_negative = is_positive.size - n_positive
     if n_positive == 0 or n_negative == 0:
-        warnings.warn(
-            "y_true contains one class only, so ROC AUC is undefined and set to NaN.",
-            UndefinedMetricWarning,
-            stacklevel=3,
-        )
+        warnings.warn(UndefinedMetricWarning.from_template("metrics.roc_auc_one_class"), stacklevel=3)
         return float("nan")
 
     # Mann-Whitney U: the AUC is the chance that a random positive outscores a
@@ -292,8 +289,8 @@ def _precision_recall_fscore(
         )
 
     warn = zero_division == "warn"
-    precision = _divide(true_positives, predicted_counts, zero_value, warn and "precision" in warn_for, "Precision", "predicted")
-    recall = _divide(true_positives, true_counts, zero_value, warn and "recall" in warn_for, "Recall", "true")
+    precision = _divide(true_positives, predicted_counts, zero_value, warn and "precision" in warn_for, "metrics.precision_no_predicted")
+    recall = _divide(true_positives, true_counts, zero_value, warn and "recall" in warn_for, "metrics.recall_no_true")
     f_score = _f_score(true_positives, predicted_counts, true_counts, precision, recall, float(beta), zero_value, warn and "f-score" in warn_for)
 
     if average is None:
@@ -348,18 +345,15 @@ def _label_counts(true: np.ndarray, predicted: np.ndarray, chosen: np.ndarray) -
 
 
 def _divide(
-    numerator: np.ndarray, denominator: np.ndarray, zero_value: float, warn: bool, metric: str, missing: str
+    numerator: np.ndarray, denominator: np.ndarray, zero_value: float, warn: bool, template: str
 ) -> np.ndarray:
     empty = denominator == 0
     result = numerator / np.where(empty, 1, denominator).astype(np.float64)
     result[empty] = zero_value
     if warn and empty.any():
-        warnings.warn(
-            f"{metric} is ill-defined for {int(empty.sum())} label(s) with no "
-            f"{missing} samples and is set to 0.0; pass zero_division to choose the value.",
-            UndefinedMetricWarning,
-            stacklevel=4,
-        )
+        # The message is a fixed template with numeric arguments, so it may leave the enclave.
+        warning = UndefinedMetricWarning.from_template(template, labels=int(empty.sum()))
+        warnings.warn(warning, stacklevel=4)
     return result
 
 
@@ -380,7 +374,7 @@ def _f_score(
     # (1 + b^2) P R / (b^2 P + R) written with counts: (1 + b^2) tp / ((1 + b^2) tp + b^2 fn + fp).
     beta_squared = beta**2
     denominator = beta_squared * true_counts.astype(np.float64) + predicted_counts
-    return _divide((1 + beta_squared) * true_positives.astype(np.float64), denominator, zero_value, warn, "F-score", "true nor predicted")
+    return _divide((1 + beta_squared) * true_positives.astype(np.float64), denominator, zero_value, warn, "metrics.f_score_no_true_nor_predicted")
 
 
 def _nan_average(values: np.ndarray, weights: np.ndarray | None) -> float:

@@ -148,13 +148,13 @@ class MLPClassifier(_Classifier):
         store_feature_names(self, X)
 
         if not converged:
-            scaling = ", or set standardize=True if the features have very different scales" if not self.standardize else ""
-            message = (
-                f"MLPClassifier did not converge in {self.epochs} epochs (tol={self.tol}): increase epochs "
-                f"or learning_rate (now {self.learning_rate}){scaling}."
+            # The message is a fixed template with numeric arguments, so it may leave the enclave.
+            template = "mlp.default" if self.standardize else "mlp.unscaled"
+            warning = ConvergenceWarning.from_template(
+                template, epochs=self.epochs, tol=self.tol, learning_rate=self.learning_rate
             )
             # stacklevel 2 points at the caller of fit().
-            warnings.warn(message, ConvergenceWarning, stacklevel=2)
+            warnings.warn(warning, stacklevel=2)
         logger.debug("MLPClassifier fit: %d epochs, converged=%s", self.n_iter_, self.converged_)
         return self
 

@@ -538,22 +538,19 @@ class LinearSVC(_Classifier):
         store_feature_names(self, X)
 
     def _warn_not_converged(self, objective_rose: bool) -> None:
+        # The message is a fixed template with numeric arguments, so it may leave the enclave.
+        arguments: dict[str, Any] = {"epochs": self.epochs, "tol": self.tol}
         if objective_rose:
-            advice = (
-                f"the objective rose during training, so learning_rate={self.learning_rate} is probably "
-                "too large: use learning_rate='auto'."
-            )
+            template = "svm.objective_rose"
+            arguments["learning_rate"] = self.learning_rate
         elif self.loss == "hinge":
-            advice = (
-                "increase epochs or tol, or use loss='squared_hinge', whose smooth solver converges much faster."
-            )
+            template = "svm.hinge"
         elif not self.standardize:
-            advice = "increase epochs or tol, or set standardize=True if the features have very different scales."
+            template = "svm.unscaled"
         else:
-            advice = "increase epochs or tol."
-        message = f"LinearSVC did not converge in {self.epochs} epochs (tol={self.tol}): {advice}"
+            template = "svm.default"
         # stacklevel 3 points at the caller of fit().
-        warnings.warn(message, ConvergenceWarning, stacklevel=3)
+        warnings.warn(ConvergenceWarning.from_template(template, **arguments), stacklevel=3)
 
     def decision_function(self, X: Any) -> FloatArray:
         """Return decision values: shape (n_samples,) for 2 classes, else (n_samples, n_classes)."""
