@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from confidential_nb import Enclave, Sealed
-from processes import descendants
+from processes import runner_processes
 
 # Cell prelude: `attempt(action)` calls `action` and returns its outcome, or
 # 'refused:<exception type>' when it raises, so that the host asserts on what
@@ -69,12 +69,13 @@ def leftover_processes(enclave: Enclave, seconds: float = 3.0) -> set[int]:
     """Return the processes still running under the enclave's zygote after up to `seconds`.
 
     After a run ends the zygote has no children, so anything found here
-    outlived its run.
+    outlived its run. The status names the sandbox's starter process, whose
+    child is the zygote, so `runner_processes` looks below the zygote itself.
     """
     zygote = int(enclave.status()["zygote_pid"])
     deadline = time.monotonic() + seconds
-    remaining = descendants(zygote)
+    remaining = runner_processes(zygote)
     while remaining and time.monotonic() < deadline:
         time.sleep(0.05)
-        remaining = descendants(zygote)
+        remaining = runner_processes(zygote)
     return remaining
