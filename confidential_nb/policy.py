@@ -10,7 +10,21 @@ from typing import Any
 from .errors import PolicyError
 
 DEFAULT_MAX_RESULT_BYTES = 64 * 1024**2
+DEFAULT_MAX_ITEMS = 100
+DEFAULT_MAX_TEXT = 1_000
+DEFAULT_RARE_K = 3
+
+# Valid ranges of the egress guard's fields, inclusive.
+MAX_ITEMS_RANGE = (1, 1_000_000_000)
+MAX_TEXT_RANGE = (1, 1_000_000_000)
+RARE_K_RANGE = (1, 1_000_000)
+
 _CHECKSUM = re.compile(r"^[0-9a-f]{64}$")
+_CORE_FIELDS = ("allowed_functions", "max_result_bytes", "allow_debug", "expires", "schema_public")
+# Written only when they differ from these defaults, so a policy without them
+# keeps the canonical form and receipt digest it had before they existed.
+_EGRESS_DEFAULTS = {"max_items": DEFAULT_MAX_ITEMS, "max_text": DEFAULT_MAX_TEXT, "rare_k": DEFAULT_RARE_K}
+_RANGES = {"max_items": MAX_ITEMS_RANGE, "max_text": MAX_TEXT_RANGE, "rare_k": RARE_K_RANGE}
 
 
 @dataclass(frozen=True)
@@ -22,6 +36,13 @@ class Policy:
     ``expires`` is an aware ISO 8601 time after which the enclave rejects the
     input. ``schema_public`` controls whether column names, dtypes and the row
     count are written in clear into the sealed header.
+
+    The egress guard in the monitor reads the last three fields. A list,
+    tuple, array, Series or DataFrame in the result may have fewer than
+    ``max_items`` items (and fewer than the input's rows). A str or bytes
+    value may have at most ``max_text`` characters or bytes. A result may
+    contain fewer than ``rare_k`` distinct values that occur in fewer than
+    ``rare_k`` rows of the input; ``rare_k=1`` turns that check off.
     """
 
     allowed_functions: tuple[str, ...] | None = None
@@ -29,6 +50,9 @@ class Policy:
     allow_debug: bool = False
     expires: str | None = None
     schema_public: bool = True
+    max_items: int = DEFAULT_MAX_ITEMS
+    max_text: int = DEFAULT_MAX_TEXT
+    rare_k: int = DEFAULT_RARE_K
 
     def __post_init__(self) -> None:
         if self.allowed_functions is not None:
@@ -39,15 +63,24 @@ class Policy:
             raise PolicyError(f"invalid max_result_bytes {self.max_result_bytes!r}: expected a positive integer")
         if self.expires is not None:
             _parse_time(self.expires)
+        for name, (low, high) in _RANGES.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise PolicyError(f"invalid {name} {value!r}: expected an integer from {low:,} to {high:,}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """Return the policy as written in a sealed header: the egress fields only where they differ from the defaults."""
+        data: dict[str, Any] = {
             "allowed_functions": list(self.allowed_functions) if self.allowed_functions is not None else None,
             "max_result_bytes": self.max_result_bytes,
             "allow_debug": self.allow_debug,
             "expires": self.expires,
             "schema_public": self.schema_public,
         }
+        for name, default in _EGRESS_DEFAULTS.items():
+            if getattr(self, name) != default:
+                data[name] = getattr(self, name)
+        return data
 
     @classmethod
     def from_dict(cls, data: object) -> Policy:
@@ -55,9 +88,10 @@ class Policy:
             return cls()
         if not isinstance(data, dict):
             raise PolicyError(f"policy must be a dict, got {type(data).__name__}")
-        unknown = set(data) - {"allowed_functions", "max_result_bytes", "allow_debug", "expires", "schema_public"}
+        known = (*_CORE_FIELDS, *_EGRESS_DEFAULTS)
+        unknown = set(data) - set(known)
         if unknown:
-            raise PolicyError(f"unknown policy fields {sorted(unknown)}; allowed: allowed_functions, max_result_bytes, allow_debug, expires, schema_public")
+            raise PolicyError(f"unknown policy fields {sorted(unknown)}; allowed: {', '.join(known)}")
         functions = data.get("allowed_functions")
         if functions is not None and not isinstance(functions, (list, tuple)):
             raise PolicyError("policy field allowed_functions must be a list of checksums or null")
@@ -67,6 +101,9 @@ class Policy:
             allow_debug=bool(data.get("allow_debug", False)),
             expires=data.get("expires"),
             schema_public=bool(data.get("schema_public", True)),
+            max_items=data.get("max_items", DEFAULT_MAX_ITEMS),
+            max_text=data.get("max_text", DEFAULT_MAX_TEXT),
+            rare_k=data.get("rare_k", DEFAULT_RARE_K),
         )
 
     def check_run(self, function_checksum: str, *, debug: bool, now: dt.datetime | None = None) -> None:

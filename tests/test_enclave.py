@@ -54,8 +54,10 @@ def test_run_without_result_or_expression_is_none(enclave):
 
 
 def test_run_unsealed_frame_equals_original(enclave, sealed, frame):
-    run = enclave.run("data", inputs={"data": sealed})
-    pd.testing.assert_frame_equal(run.value, frame)
+    # The egress guard withholds the frame itself, so the runner compares it with the original.
+    source = "import pandas as pd\npd.testing.assert_frame_equal(data, original)\nlen(data)"
+    run = enclave.run(source, inputs={"data": sealed}, params={"original": frame})
+    assert run.value == len(frame)
 
 
 def test_run_params_bound_by_name(enclave):
@@ -412,8 +414,9 @@ def test_run_file_backed_input_streams(enclave, tmp_path):
 
 def test_run_file_backed_frame(enclave, frame, tmp_path):
     path = confidential_nb.seal(frame).save(tmp_path / "frame.sealed")
-    run = enclave.run("data", inputs={"data": Sealed.load(path)})
-    pd.testing.assert_frame_equal(run.value, frame)
+    source = "import pandas as pd\npd.testing.assert_frame_equal(data, original)\nlen(data)"
+    run = enclave.run(source, inputs={"data": Sealed.load(path)}, params={"original": frame})
+    assert run.value == len(frame)
 
 
 def test_run_file_backed_tampered_leaves_no_plaintext(enclave, tmp_path):

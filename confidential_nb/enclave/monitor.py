@@ -33,8 +33,9 @@ from ..protocol import MessageTooLargeError, PeerClosedError, recv_message, send
 from ..cgroup import create_pids_cgroup
 from ..sandbox import Limits, SandboxState, clean_environment, layer_report, measured_layers
 from ..view import view_spec
-from .inputs import InputRejected, open_inputs
+from .inputs import InputRejected, OpenedInput, open_inputs
 from .egress import fit_text_to_budget, guard_failure, guarded_output, guarded_warnings, text_size
+from .result_guard import EgressRejected, SealedSource, guard_result
 
 log = logging.getLogger("confidential_nb.enclave")
 
@@ -225,13 +226,19 @@ class Monitor:
         started = time.time()
         reply = self._run_in_runner(scratch, request, payloads, limits, timeout, budget)
         del payloads
-        for item in inputs:
-            item.payload = None
         self.runs += 1
         if not reply.header.get("ok"):
             log.info("run %s failed: %s", run_id, reply.header.get("kind"))
             return _explain_runner_failure(reply, limits)
         result = reply.attachments[0]
+
+        # The runner has ended, so the guard reads the inputs' plaintext while no user code runs.
+        rejection = _guard_result_value(result, inputs, scratch)
+        for item in inputs:
+            item.payload = None
+        if rejection is not None:
+            log.info("run %s: result withheld by the egress guard", run_id)
+            return rejection
 
         receipt = sign_receipt(self.keys, {
             "run_id": run_id,
@@ -404,3 +411,22 @@ def _user_data(header: dict[str, Any]) -> str | None:
 
 def _utc_seconds(moment: float) -> str:
     return dt.datetime.fromtimestamp(round(moment), dt.timezone.utc).isoformat()
+
+
+def _guard_result_value(result: bytes, inputs: list[OpenedInput], scratch: Path) -> Reply | None:
+    """Hold a result to the egress rules of its inputs' policies; return the failure reply when it breaks one."""
+    sources = [SealedSource(item.name, item.policy, _frame_of(item, scratch)) for item in inputs]
+    try:
+        guard_result(result, sources)
+    except EgressRejected as exc:
+        return failure("egress", str(exc))
+    return None
+
+
+def _frame_of(item: OpenedInput, scratch: Path) -> bytes | Path | None:
+    """Return where a DataFrame input's encoded frame is: in memory, or in its plaintext file in the scratch directory."""
+    if item.kind != "dataframe":
+        return None
+    if item.file is not None:
+        return scratch / item.file
+    return item.payload
