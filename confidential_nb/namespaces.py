@@ -115,8 +115,8 @@ def drop_capabilities() -> None:
     """Empty every capability set of this thread: bounding, ambient, effective, permitted and inheritable.
 
     A process without any effective capability cannot change its bounding
-    set and skips it; with ``no_new_privs`` set, no later execve could use
-    the bounding set to gain a capability anyway.
+    set, so it skips that step. With ``no_new_privs`` set, no later execve
+    could use the bounding set to gain a capability anyway.
     """
     if effective_capabilities() != 0:
         drop_bounding_set()
@@ -126,10 +126,15 @@ def drop_capabilities() -> None:
     _check(_libc.capset(ctypes.byref(header), data), "capset")
 
 
-def effective_capabilities() -> int:
-    """Return this process's effective capability mask, from /proc/self/status."""
+def status_field(name: str) -> str:
+    """Return the first word of the field `name` in /proc/self/status, such as "2" for ``Threads:\t2``."""
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("CapEff:"):
-                return int(line.split()[1], 16)
-    raise RuntimeError("/proc/self/status has no CapEff line")
+            if line.startswith(f"{name}:"):
+                return line.split()[1]
+    raise RuntimeError(f"/proc/self/status has no {name} line")
+
+
+def effective_capabilities() -> int:
+    """Return this process's effective capability mask."""
+    return int(status_field("CapEff"), 16)

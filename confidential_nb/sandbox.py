@@ -3,12 +3,11 @@
 The zygote runs inside the sandbox that `enclave.jail` sets up: its own
 mount, PID, network, IPC and UTS namespaces, a read-only filesystem view and
 an unprivileged user. Each runner forked from it then enters namespaces of
-its own (`enter_run_namespaces`): a user namespace, so that it may create
-the others; a mount namespace in which the other runs' scratch directories
-are hidden; a network namespace with only a loopback interface that is
-down; and a PID namespace whose first process runs the cell, so killing
-that process ends every descendant. After that the runner gets a new
-session, ``no_new_privs``, a non-dumpable process, no capabilities, a clean
+its own (`enter_run_namespaces`). A user namespace lets it create the
+others. Its mount namespace hides the other runs' scratch directories, and
+its network namespace has only a loopback interface, which is down. Its PID
+namespace ends with its PID 1, so killing the runner ends every descendant.
+After that the runner gets a new session, ``no_new_privs``, a non-dumpable process, no capabilities, a clean
 environment, a private scratch directory, no inherited descriptors beyond
 its channel and resource limits.
 """
@@ -68,20 +67,12 @@ class Limits:
 
 def thread_count() -> int:
     """Return the number of threads of this process, from /proc."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("Threads:"):
-                return int(line.split()[1])
-    raise RuntimeError("/proc/self/status has no Threads line")
+    return int(namespaces.status_field("Threads"))
 
 
 def address_space_bytes() -> int:
     """Return this process's virtual memory size (VmSize), which RLIMIT_AS bounds."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmSize:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("/proc/self/status has no VmSize line")
+    return int(namespaces.status_field("VmSize")) * 1024
 
 
 def _prctl(option: int, value: int) -> bool:
@@ -133,7 +124,7 @@ def fork_run_init() -> int:
 
 
 def relay_exit(child: int, *, init: bool) -> NoReturn:
-    """Wait for `child` and end this process the same way, so the zygote sees the run's real status.
+    """Wait for `child` and end this process the same way, so the zygote reaps the run's real status.
 
     PID 1 (`init`) cannot kill itself with a signal, so it exits with 128
     plus the signal number, and the process outside the namespace turns
@@ -220,7 +211,7 @@ def probe_run_namespaces(scratch_root: str) -> str | None:
 
 @dataclass(frozen=True)
 class SandboxState:
-    """What the monitor learned about the sandbox when it started the zygote."""
+    """Sandbox facts the monitor collects when it starts the zygote."""
 
     view: str | None
     """None when the zygote runs in the filesystem view, else why it does not."""

@@ -114,6 +114,10 @@ class Monitor:
 
         reason = started
         log.info("starting the zygote without the sandbox's namespaces and view: %s", reason)
+        if self.cgroup is not None:
+            # Only the sandbox starter joins and later removes the cgroup, so without it the cgroup goes now.
+            self.cgroup.rmdir()
+            self.cgroup = None
         fallback = self._spawn_zygote([], zygote_command)
         if isinstance(fallback, str):
             raise RuntimeError(f"the zygote failed to start: {fallback}")
