@@ -5,7 +5,7 @@ libraries, the interpreter and its prefixes, every import path and this
 package. `build_view` then assembles those paths on a fresh tmpfs inside a
 private mount namespace and makes it the root. The user's home, the key
 home and the rest of the disk are simply absent. The only writable path is
-the scratch root, which holds one private directory per run.
+the scratch root, which contains one private directory per run.
 
 Interpreters often live inside a home directory that only its owner may
 enter (pyenv under /root, mode 0700). The view re-creates each parent
@@ -33,7 +33,7 @@ _DEVICES = ("null", "zero", "full", "random", "urandom")
 
 @dataclass(frozen=True)
 class ViewSpec:
-    """What a runner sees: read-only paths, symbolic links to re-create and the writable scratch root."""
+    """Runner filesystem: read-only paths, symbolic links to re-create and the writable scratch root."""
 
     read_only: list[str] = field(default_factory=list)
     symlinks: dict[str, str] = field(default_factory=dict)

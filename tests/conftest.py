@@ -36,7 +36,7 @@ def unhooked_home(key_home: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     """A copy of the session key home, without its pins, for enclaves started with ``audit_hook=False``.
 
     Turning the audit hook off changes the sandbox measurement (PCR 2), so
-    such an enclave cannot use the session's pins; the keys are the same, so
+    such an enclave cannot use the session's pins. The keys are the same, so
     data sealed for the session still opens there.
     """
     import shutil

@@ -1,13 +1,13 @@
 """Start the zygote inside the sandbox: new namespaces, the filesystem view, an unprivileged user.
 
 Started by the monitor as ``python -I -m confidential_nb.enclave.jail
---spec JSON --uid N --gid N -- ZYGOTE_ARGUMENTS``. As root it creates new
-mount, PID, network, IPC and UTS namespaces, forks the process that becomes
-PID 1 there, assembles the filesystem view, drops every capability and
-switches to the runner user (a host uid that is neither root nor the
-notebook's). That process then executes the zygote. Without root it
-creates a user namespace first and keeps its own uid, which the layer
-report shows.
+--spec JSON --uid N --gid N -- ZYGOTE_ARGUMENTS``. As root it creates a
+PID namespace and forks the process that becomes PID 1 there. That process
+creates new mount, network, IPC and UTS namespaces and assembles the
+filesystem view. It then drops every capability, switches to the runner
+user (a host uid that is neither root nor the notebook's) and executes the
+zygote. Without root the starter creates a user namespace first and keeps
+its own uid, which the layer report shows.
 
 The process that stays outside only waits for PID 1 and exits with its
 status, so the monitor can treat it as the zygote's process. When it dies,

@@ -150,8 +150,8 @@ def _install_filters(header: dict[str, Any], scratch: str) -> None:
     """Install the seccomp filter, then the audit hook, as the last steps before the cell's code.
 
     The filter goes first because installing it calls ctypes, which the
-    hook rejects. Neither may be skipped silently: the monitor asks for
-    what its layer report promises.
+    hook rejects. Neither is skipped silently, because the monitor requests
+    exactly what its layer report promises.
     """
     sys.dont_write_bytecode = True
     if header.get("seccomp"):
