@@ -38,13 +38,24 @@ def add_trust_commands(commands: Any) -> None:
     measurements.set_defaults(handler=_measurements)
 
 
+def _service_owner() -> int | None:
+    """Return the uid of the configured service account, which owns the private key files, or None."""
+    import os
+
+    from .enclave.service import resolve_service_account
+    from .keys import SERVICE_USER_VARIABLE
+
+    value = os.environ.get(SERVICE_USER_VARIABLE)
+    return resolve_service_account(value).uid if value else None
+
+
 def _key(arguments: argparse.Namespace) -> int:
     from .client import Enclave
     from .keys import home_dir, list_keys, rotate_keys
 
     home = home_dir()
     if arguments.action == "rotate":
-        public = rotate_keys(home, arguments.kem)
+        public = rotate_keys(home, arguments.kem, owner=_service_owner())
         print(f"new current key: {public.fingerprint} ({public.kem})")
         print("older keys stay in the key home and keep opening data sealed to them")
         return 0

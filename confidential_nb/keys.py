@@ -48,6 +48,8 @@ KEM_IDS = {KEM_X25519: 0x0020, KEM_MLKEM768_X25519: 0x647A}
 
 log = logging.getLogger("confidential_nb.keys")
 
+# Names the account the monitor switches to after it loads the keys (service-account mode); unset means none.
+SERVICE_USER_VARIABLE = "CONFIDENTIAL_NB_SERVICE_USER"
 _FINGERPRINT_CONTEXT = b"confidential_nb public key v1\x00"
 _ENDORSEMENT_CONTEXT = b"confidential_nb endorsement v1\x00"
 _FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
@@ -255,8 +257,13 @@ class EnclaveKeys:
         return self.older.get(fingerprint)
 
 
-def ensure_keys(home: Path, kem: str = KEM_MLKEM768_X25519) -> EnclaveKeys:
-    """Load the enclave keys, creating the key home on first use (monitor only)."""
+def ensure_keys(home: Path, kem: str = KEM_MLKEM768_X25519, *, owner: int | None = None) -> EnclaveKeys:
+    """Load the enclave keys, creating the key home on first use (monitor only).
+
+    With `owner` (service-account mode, called as root), the private key
+    files are given to that uid with mode 0600 before they are loaded, and
+    loading expects that owner instead of the calling user.
+    """
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
     with _locked(home / ".lock"):
         _reject_early_layout(home)
@@ -268,7 +275,18 @@ def ensure_keys(home: Path, kem: str = KEM_MLKEM768_X25519) -> EnclaveKeys:
                 )
             _create_platform_if_missing(home)
             _create_key(home, kem)
-        return _load_private_keys(home)
+        if owner is not None:
+            _give_private_files(home, owner)
+        return _load_private_keys(home, owner)
+
+
+def _give_private_files(home: Path, owner: int) -> None:
+    """Make `owner` the owner of every private key file, readable by it alone."""
+    paths = [home / "platform" / "root.key", *(home / "enclave" / "keys").glob("*/private.json")]
+    for path in paths:
+        if path.is_file() and not path.is_symlink():
+            os.chown(path, owner, -1)
+            os.chmod(path, 0o600)
 
 
 def _reject_early_layout(home: Path) -> None:
@@ -280,11 +298,18 @@ def _reject_early_layout(home: Path) -> None:
         )
 
 
-def rotate_keys(home: Path, kem: str = KEM_MLKEM768_X25519) -> PublicKey:
-    """Create a new current sealing key; older keys keep opening what was sealed to them."""
+def rotate_keys(home: Path, kem: str = KEM_MLKEM768_X25519, *, owner: int | None = None) -> PublicKey:
+    """Create a new current sealing key; older keys keep opening what was sealed to them.
+
+    With `owner` (service-account mode, called as root), the existing
+    private files must belong to that uid, and the new one is given to it.
+    """
     with _locked(home / ".lock"):
-        _load_private_keys(home)
-        return _create_key(home, kem)
+        _load_private_keys(home, owner)
+        public = _create_key(home, kem, owner)
+        if owner is not None:
+            _give_private_files(home, owner)
+        return public
 
 
 def _create_platform_if_missing(home: Path) -> None:
@@ -296,7 +321,7 @@ def _create_platform_if_missing(home: Path) -> None:
         create_platform(platform, _write_atomic)
 
 
-def _create_key(home: Path, kem: str) -> PublicKey:
+def _create_key(home: Path, kem: str, platform_owner: int | None = None) -> PublicKey:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
 
@@ -322,7 +347,7 @@ def _create_key(home: Path, kem: str) -> PublicKey:
     }
     from .platform import platform_sign
 
-    endorsement = platform_sign(_platform_key(home), endorsement_message(public))
+    endorsement = platform_sign(_platform_key(home, platform_owner), endorsement_message(public))
     # Microseconds keep two keys made within one second in creation order for `list_keys`.
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
     public_document = {"key": public.to_dict(), "endorsement": b64(endorsement), "created": created}
@@ -336,14 +361,14 @@ def _create_key(home: Path, kem: str) -> PublicKey:
     return public
 
 
-def _load_private_keys(home: Path) -> EnclaveKeys:
+def _load_private_keys(home: Path, owner: int | None = None) -> EnclaveKeys:
     from .platform import load_certificate
 
-    platform_private = _platform_key(home)
+    platform_private = _platform_key(home, owner)
     certificate = load_certificate(home / "platform")
 
     current = current_fingerprint(home)
-    loaded = {entry.name: _load_key_pair(home, entry.name) for entry in (home / "enclave" / "keys").iterdir()}
+    loaded = {entry.name: _load_key_pair(home, entry.name, owner) for entry in (home / "enclave" / "keys").iterdir()}
     if current not in loaded:
         raise KeyHomeError(f"the current key {current[:16]} named in {home / 'enclave' / 'current'} is missing; restore it from a backup")
     public, hpke_private, signing = loaded.pop(current)
@@ -353,23 +378,23 @@ def _load_private_keys(home: Path) -> EnclaveKeys:
     )
 
 
-def _platform_key(home: Path) -> Any:
+def _platform_key(home: Path, owner: int | None = None) -> Any:
     from .platform import load_platform_key
 
     path = home / "platform" / "root.key"
-    check_private_file(path)
+    check_private_file(path, owner)
     try:
         return load_platform_key(home / "platform")
     except (ValueError, TypeError) as exc:
         raise KeyHomeError(f"key file {path} is damaged; restore the key home from a backup") from exc
 
 
-def _load_key_pair(home: Path, fingerprint: str) -> tuple[PublicKey, Any, Any]:
+def _load_key_pair(home: Path, fingerprint: str, owner: int | None = None) -> tuple[PublicKey, Any, Any]:
     from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
     from cryptography.hazmat.primitives.hpke import MLKEM768X25519PrivateKey
 
     path = _key_directory(home, fingerprint) / "private.json"
-    check_private_file(path)
+    check_private_file(path, owner)
     try:
         document = json.loads(path.read_text())
         classical = x25519.X25519PrivateKey.from_private_bytes(unb64(document["x25519"], "X25519 private key"))
@@ -405,14 +430,16 @@ def _check_pair(public: PublicKey, document: dict[str, Any], classical: Any, sig
         raise ValueError("the private keys do not match the public key stored beside them")
 
 
-def check_private_file(path: Path) -> None:
-    """Reject a private key file that is missing, not ours, or readable by others, as ssh does."""
+def check_private_file(path: Path, owner: int | None = None) -> None:
+    """Reject a private key file that is missing, not `owner`'s (default: ours), or readable by others, as ssh does."""
     try:
         status = path.stat()
     except FileNotFoundError as exc:
         raise KeyHomeError(f"key file {path} is missing; restore the key home from a backup") from exc
-    if status.st_uid != os.geteuid():
-        raise KeyHomeError(f"key file {path} belongs to uid {status.st_uid}, not to this user; fix its owner")
+    expected = os.geteuid() if owner is None else owner
+    if status.st_uid != expected:
+        raise KeyHomeError(f"key file {path} belongs to uid {status.st_uid}, not to uid {expected}; fix its owner, or "
+                           f"if a service account owns it, set {SERVICE_USER_VARIABLE} to that account")
     mode = status.st_mode & 0o777
     if mode & 0o077:
         raise KeyHomeError(f"key file {path} is accessible by other users (mode {mode:o}); run: chmod 600 {path}")
