@@ -27,7 +27,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from . import errors
-from .keys import PublicKey, home_dir, load_public_key
+from .keys import SERVICE_USER_VARIABLE, PublicKey, home_dir, load_public_key
 from .protocol import ProtocolError, recv_message, send_message
 from .sandbox import clean_environment
 
@@ -56,11 +56,14 @@ _ERROR_KINDS: dict[str, type[errors.ConfidentialNBError]] = {
 }
 
 
-def _monitor_command(home: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-I", "-m", "confidential_nb.enclave", "--home", str(home), *extra]
+def _monitor_command(home: Path, *extra: str, service_user: str | None = None) -> list[str]:
+    """Return the monitor's command line; `service_user` (default: the environment's) turns on service-account mode."""
+    account = service_user if service_user is not None else os.environ.get(SERVICE_USER_VARIABLE)
+    options = ["--service-user", account] if account else []
+    return [sys.executable, "-I", "-m", "confidential_nb.enclave", "--home", str(home), *options, *extra]
 
 
-def ensure_public_key(home: Path | None = None) -> PublicKey:
+def ensure_public_key(home: Path | None = None, service_user: str | None = None) -> PublicKey:
     """Return the key home's enclave public key, creating the keys with a one-shot enclave if needed."""
     resolved = home or home_dir()
     try:
@@ -74,7 +77,7 @@ def ensure_public_key(home: Path | None = None) -> PublicKey:
     log.info("creating the enclave keys in %s", resolved)
     # The one-shot enclave's stderr carries only its own error message, which is shown to the user.
     completed = subprocess.run(
-        _monitor_command(resolved, "--init-keys"),
+        _monitor_command(resolved, "--init-keys", service_user=service_user),
         env=clean_environment(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         timeout=_START_TIMEOUT_SECONDS, check=False,
     )
@@ -110,13 +113,20 @@ class Enclave:
     the debug flag and their own measurements, pinned apart from the normal
     enclave's. It serves only debug runs, which return printed output and
     exception messages, and only on inputs whose policy allows debug.
+
+    ``service_user`` (default: ``$CONFIDENTIAL_NB_SERVICE_USER``; an empty
+    string turns it off) names the account the monitor switches to after it
+    loads the keys, which it gives to that account. The enclave must then
+    start as root.
     """
 
-    def __init__(self, home: str | os.PathLike[str] | None = None, *, debug: bool = False, audit_hook: bool = True) -> None:
+    def __init__(self, home: str | os.PathLike[str] | None = None, *, debug: bool = False, audit_hook: bool = True,
+                 service_user: str | None = None) -> None:
         self.home = Path(home).resolve() if home is not None else home_dir()
         self.debug = debug
         # The audit hook is a last line inside the runner; turning it off (to test the outer layers) changes PCR 2.
         self.audit_hook = audit_hook
+        self.service_user = service_user
         self._process: subprocess.Popen[bytes] | None = None
         self._channel: socket.socket | None = None
         self._key: PublicKey | None = None
@@ -140,12 +150,12 @@ class Enclave:
     def _start_locked(self) -> None:
         if self._process is not None and self._process.poll() is None:
             return
-        ensure_public_key(self.home)
+        ensure_public_key(self.home, self.service_user)
 
         ours, theirs = socket.socketpair()
         process = subprocess.Popen(
             _monitor_command(self.home, "--fd", str(theirs.fileno()), *(["--debug"] if self.debug else []),
-                             *([] if self.audit_hook else ["--no-audit-hook"])),
+                             *([] if self.audit_hook else ["--no-audit-hook"]), service_user=self.service_user),
             pass_fds=(theirs.fileno(),), env=clean_environment(), start_new_session=True,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
@@ -300,6 +310,7 @@ class Enclave:
                 "default_timeout_seconds": DEFAULT_TIMEOUT_SECONDS,
                 "default_memory_bytes": DEFAULT_MEMORY_BYTES,
                 "layers": header.get("layers", {}),
+                "service_account": header.get("service_account"),
             }
 
     def run(

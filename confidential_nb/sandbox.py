@@ -160,6 +160,8 @@ def isolate_runner(scratch: str, keep_fd: int, limits: Limits) -> None:
     os.closerange(keep_fd + 1, 65536)
 
     os.chdir(scratch)
+    # Files the cell creates stay writable for the runners' group, which a service-account monitor uses to remove them.
+    os.umask(0o007)
     os.environ.clear()
     os.environ.update(clean_environment())
     os.environ.update({"TMPDIR": scratch, "HOME": scratch})

@@ -19,6 +19,7 @@ from pathlib import Path
 from ..errors import ConfidentialNBError
 from ..keys import ensure_keys
 from ..protocol import send_message
+from .service import become_service_account, preload_monitor_modules, resolve_service_account
 
 _PR_SET_PDEATHSIG = 1
 
@@ -28,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--home", type=Path, required=True, help="key home directory")
     parser.add_argument("--fd", type=int, help="inherited socket to serve the host on")
     parser.add_argument("--no-audit-hook", action="store_true", help="run cells without the runtime audit hook")
+    parser.add_argument("--service-user", help="user name or uid to run the monitor as after it loads the keys "
+                                               "(service-account mode; the enclave must start as root)")
     parser.add_argument("--init-keys", action="store_true", help="create the keys if missing, then exit")
     parser.add_argument("--debug", action="store_true",
                         help="serve debug runs only, which return printed output and exception messages; "
@@ -39,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
         _configure_logging(home)
-        keys = ensure_keys(home)
+        account = resolve_service_account(arguments.service_user) if arguments.service_user else None
+        keys = ensure_keys(home, owner=account.uid if account else None)
     except (ConfidentialNBError, OSError) as exc:
         # The host shows this message; it names a file and a fix, never key material.
         message = str(exc) if isinstance(exc, ConfidentialNBError) else f"cannot use the key home {home}: {exc}"
@@ -59,7 +63,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from .monitor import Monitor
 
-    monitor = Monitor(keys, home, channel, debug=arguments.debug, audit_hook=not arguments.no_audit_hook)
+    monitor = Monitor(keys, home, channel, debug=arguments.debug, audit_hook=not arguments.no_audit_hook,
+                      service_account=account)
+    if account is not None:
+        preload_monitor_modules()
+        become_service_account(account, monitor.runner_gid)
+        # Switching accounts cleared the parent-death signal.
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        logging.getLogger("confidential_nb.enclave").info("monitor now runs as the service account %s", account.name)
     try:
         monitor.serve()
     finally:

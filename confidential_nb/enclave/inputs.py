@@ -66,6 +66,11 @@ def open_inputs(keys: EnclaveKeys, specs: list[dict[str, Any]], attachments: lis
             raise InputRejected("seal", f"input {name!r}: {exc}", name) from None
         except PolicyError as exc:
             raise InputRejected("policy", f"input {name!r}: {exc}", name) from None
+        except PermissionError:
+            # A service-account monitor reads sealed files as that account, not as the notebook's user.
+            raise InputRejected("seal", f"input {name!r}: cannot read its file: permission denied for the enclave's "
+                                        f"uid {os.geteuid()}; make the sealed file and its directories readable "
+                                        "by that uid", name) from None
         except OSError as exc:
             raise InputRejected("seal", f"input {name!r}: cannot read its file ({exc.strerror})", name) from None
         opened.append(item)

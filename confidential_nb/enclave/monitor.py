@@ -35,6 +35,7 @@ from ..sandbox import Limits, SandboxState, clean_environment, layer_report, mea
 from ..view import view_spec
 from .inputs import InputRejected, OpenedInput, open_inputs
 from .egress import fit_text_to_budget, guard_failure, guarded_output, guarded_warnings, text_size
+from .service import ServiceAccount
 from .result_guard import EgressRejected, SealedSource, guard_result
 
 log = logging.getLogger("confidential_nb.enclave")
@@ -73,7 +74,8 @@ class Monitor:
     """Serves host requests over one channel until the host closes it."""
 
     def __init__(self, keys: EnclaveKeys, home: Path, channel: socket.socket, *, debug: bool = False,
-                 audit_hook: bool = True, runner_uid: int = DEFAULT_RUNNER_UID, notebook_uid: int | None = None) -> None:
+                 audit_hook: bool = True, runner_uid: int = DEFAULT_RUNNER_UID, notebook_uid: int | None = None,
+                 service_account: ServiceAccount | None = None) -> None:
         self.keys = keys
         self.home = home
         self.channel = channel
@@ -83,7 +85,10 @@ class Monitor:
         self.scratch_root = Path(tempfile.mkdtemp(prefix="confidential_nb-"))
         self.runner_uid = runner_uid if os.geteuid() == 0 else os.getuid()
         self.runner_gid = runner_uid if os.geteuid() == 0 else os.getgid()
-        os.chown(self.scratch_root, self.runner_uid, self.runner_gid)
+        self.service_account = service_account
+        # The monitor (as itself or as its service account) creates run directories here, the zygote probes here.
+        os.chown(self.scratch_root, service_account.uid if service_account else -1, self.runner_gid)
+        os.chmod(self.scratch_root, 0o770)
         self.cgroup, cgroup_reason = create_pids_cgroup(f"confidential_nb-{os.getpid()}")
         self.zygote, self.zygote_channel, hello, view_reason = self._start_zygote()
         self.sandbox = SandboxState(
@@ -180,7 +185,9 @@ class Monitor:
                 self.document = self.document or document
                 return Reply({"ok": True, "document": document.to_dict()})
             if operation == "status":
-                return Reply({"ok": True, "zygote_pid": self.zygote.pid, "runs": self.runs, "layers": self.layers})
+                account = self.service_account
+                return Reply({"ok": True, "zygote_pid": self.zygote.pid, "runs": self.runs, "layers": self.layers,
+                              "service_account": f"{account.name} (uid {account.uid})" if account else None})
             if operation == "run":
                 return self.run(header, attachments)
             return failure("protocol", f"unknown operation {operation!r}")
@@ -197,6 +204,7 @@ class Monitor:
         try:
             return self._run_in(scratch, header, specs, attachments)
         finally:
+            self._clear_scratch(scratch)
             shutil.rmtree(scratch, ignore_errors=True)
 
     def _run_in(self, scratch: Path, header: dict[str, Any], specs: list[dict[str, Any]], attachments: list[bytes]) -> Reply:
@@ -323,6 +331,18 @@ class Monitor:
                                 f"if it ran out of memory, raise the limit of {format_size(limits.memory_bytes)} with --memory",
                        status=status)
 
+    def _clear_scratch(self, scratch: Path) -> None:
+        """Have the zygote, which owns the runners' files, empty the run's scratch directory.
+
+        Only a service-account monitor needs this: it may not enter
+        directories a cell made private. As root the monitor removes them
+        itself.
+        """
+        if self.service_account is None:
+            return
+        send_fd(self.zygote_channel, {"op": "clear", "path": str(scratch)}, None)
+        recv_message(self.zygote_channel)
+
     def _end_runner(self, pid: int, *, grace: bool = False) -> int:
         """Have the zygote kill the runner's process group (whatever it started goes too) and reap it; return its status.
 
@@ -346,12 +366,23 @@ class Monitor:
 
 
 def _hand_over(scratch: Path, uid: int, gid: int) -> None:
-    """Give the run's scratch directory and the input files in it to the runner user."""
+    """Give the run's scratch directory and the input files in it to the runner user.
+
+    As root the monitor changes their owner. As a service account it cannot,
+    so it gives them the runners' group instead, of which it is a member.
+    """
     if (uid, gid) == (os.getuid(), os.getgid()):
         return
-    os.chown(scratch, uid, gid)
+    if os.geteuid() == 0:
+        os.chown(scratch, uid, gid)
+        for entry in scratch.iterdir():
+            os.chown(entry, uid, gid, follow_symlinks=False)
+        return
+    os.chown(scratch, -1, gid)
+    os.chmod(scratch, 0o770)
     for entry in scratch.iterdir():
-        os.chown(entry, uid, gid, follow_symlinks=False)
+        os.chown(entry, -1, gid, follow_symlinks=False)
+        os.chmod(entry, 0o640)
 
 
 def _explain_runner_failure(reply: Reply, limits: Limits) -> Reply:

@@ -91,6 +91,10 @@ def _serve_one(channel: socket.socket) -> None:
     if header.get("op") == "end":
         send_message(channel, {"status": _end(int(header["pid"]), bool(header.get("grace")))})
         return
+    if header.get("op") == "clear":
+        _clear_directory(str(header["path"]))
+        send_message(channel, {"ok": True})
+        return
 
     if runner_fd is None:
         send_message(channel, {"error": "protocol"})
@@ -207,6 +211,29 @@ def _end(pid: int, grace: bool) -> int:
     if os.WIFSIGNALED(status):
         return -os.WTERMSIG(status)
     return os.WEXITSTATUS(status)
+
+
+def _clear_directory(path: str) -> None:
+    """Remove what a run left in its scratch directory, even where the cell took away permissions.
+
+    Runners run as this process's uid, so it owns their files and may
+    restore their modes. The monitor removes the directory itself afterwards,
+    but as a service account it could not enter directories the cell made
+    private. An entry that cannot be removed is left for the monitor.
+    """
+    with contextlib.suppress(OSError):
+        os.chmod(path, 0o700)
+    try:
+        entries = list(os.scandir(path))
+    except OSError:
+        return
+    for entry in entries:
+        with contextlib.suppress(OSError):
+            if entry.is_dir(follow_symlinks=False):
+                _clear_directory(entry.path)
+                os.rmdir(entry.path)
+            else:
+                os.unlink(entry.path)
 
 
 def _wait_briefly(pid: int) -> int | None:
