@@ -128,9 +128,13 @@ def relay_exit(child: int, *, init: bool) -> NoReturn:
 
     PID 1 (`init`) cannot kill itself with a signal, so it exits with 128
     plus the signal number, and the process outside the namespace turns
-    such a status back into the signal.
+    such a status back into the signal. An interrupt or a termination
+    request sent to this process is passed on to `child`, so the zygote's
+    escalation reaches the cell inside the run's PID namespace.
     """
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    for forwarded in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(forwarded, lambda number, _frame: os.kill(child, number))
     _, status = os.waitpid(child, 0)
     number = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
     code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1

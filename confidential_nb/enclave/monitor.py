@@ -306,6 +306,7 @@ class Monitor:
             return _over_budget(budget)
         except TimeoutError:
             log.info("runner %d timed out after %g s", pid, timeout)
+            self._end_runner(pid, escalate=True)
             unit = "second" if timeout == 1 else "seconds"
             return failure("timeout", f"the run exceeded its timeout of {timeout:g} {unit} and was stopped; "
                                       "pass a larger --timeout (or timeout=) if it needs more time", timeout=timeout)
@@ -343,13 +344,13 @@ class Monitor:
         send_fd(self.zygote_channel, {"op": "clear", "path": str(scratch)}, None)
         recv_message(self.zygote_channel)
 
-    def _end_runner(self, pid: int, *, grace: bool = False) -> int:
+    def _end_runner(self, pid: int, *, grace: bool = False, escalate: bool = False) -> int:
         """Have the zygote kill the runner's process group (whatever it started goes too) and reap it; return its status.
 
         The zygote does the killing because `pid` is a process ID in the
         sandbox's PID namespace, which names another process out here.
         """
-        send_fd(self.zygote_channel, {"op": "end", "pid": pid, "grace": grace}, None)
+        send_fd(self.zygote_channel, {"op": "end", "pid": pid, "grace": grace, "escalate": escalate}, None)
         reply, _ = recv_message(self.zygote_channel)
         self.reaped.add(pid)
         return int(reply["status"])

@@ -43,6 +43,8 @@ _PR_SET_CHILD_SUBREAPER = 36
 _PR_SET_DUMPABLE = 4
 # How long a runner whose channel closed may take to exit by itself before it is killed.
 _CRASH_GRACE_SECONDS = 2.0
+# How long a timed-out runner gets after SIGINT, and again after SIGTERM, before SIGKILL.
+_ESCALATION_STEP_SECONDS = 0.5
 _SWEEP_ROUNDS = 100
 
 
@@ -89,7 +91,7 @@ def _serve_one(channel: socket.socket) -> None:
     """Handle one request from the monitor: a fork (with a descriptor) or the end of a runner."""
     header, runner_fd = recv_fd(channel)
     if header.get("op") == "end":
-        send_message(channel, {"status": _end(int(header["pid"]), bool(header.get("grace")))})
+        send_message(channel, {"status": _end(int(header["pid"]), bool(header.get("grace")), bool(header.get("escalate")))})
         return
     if header.get("op") == "clear":
         _clear_directory(str(header["path"]))
@@ -194,14 +196,22 @@ def _enter_namespaces(runner_fd: int, scratch_root: str, scratch: str) -> None:
         os._exit(1)
 
 
-def _end(pid: int, grace: bool) -> int:
+def _end(pid: int, grace: bool, escalate: bool = False) -> int:
     """Kill a runner's process group, reap it and every orphan of its run; return its exit code or minus its signal.
 
     With `grace`, a runner that is already ending (its channel closed) gets
     a short time to exit by itself, so its real status (a limit signal, say)
-    is reported rather than the kill.
+    is reported rather than the kill. With `escalate` (a timeout), the
+    runner first gets SIGINT, then SIGTERM, each with a short wait, so the
+    cell may stop by itself before SIGKILL ends its process group.
     """
-    status = _wait_briefly(pid) if grace else None
+    status = _wait_briefly(pid, _CRASH_GRACE_SECONDS) if grace else None
+    for request in (signal.SIGINT, signal.SIGTERM) if escalate else ():
+        if status is not None:
+            break
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, request)
+        status = _wait_briefly(pid, _ESCALATION_STEP_SECONDS)
     if status is None:
         for kill in (os.killpg, os.kill):
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -236,8 +246,8 @@ def _clear_directory(path: str) -> None:
                 os.unlink(entry.path)
 
 
-def _wait_briefly(pid: int) -> int | None:
-    deadline = time.monotonic() + _CRASH_GRACE_SECONDS
+def _wait_briefly(pid: int, seconds: float) -> int | None:
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         reaped, status = os.waitpid(pid, os.WNOHANG)
         if reaped == pid:
