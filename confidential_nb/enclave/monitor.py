@@ -312,6 +312,9 @@ class Monitor:
                                       "pass a larger --timeout (or timeout=) if it needs more time", timeout=timeout)
         except (ProtocolError, OSError):
             return self._crash_reply(pid, limits)
+
+        # Whatever the cell left running (threads, timers, atexit handlers) ends before the reply is trusted.
+        self._end_runner(pid)
         return _guard(Reply(header, attachments), str(request["source"]), bool(request["debug"]), budget)
 
     def _fork_failure(self, reply: dict[str, Any], limits: Limits) -> Reply:
