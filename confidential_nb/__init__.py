@@ -15,12 +15,13 @@ if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
 
     from .client import Enclave, default_enclave
+    from .csv_import import read_csv
     from .policy import Policy
     from .results import RunResult
     from .sealing import Sealed, seal
 
 __version__ = "0.1.0"
-__all__ = ["ConfidentialNBError", "Enclave", "Policy", "RunResult", "Sealed", "compare", "default_enclave", "seal", "load_ipython_extension"]
+__all__ = ["ConfidentialNBError", "Enclave", "Policy", "RunResult", "Sealed", "compare", "default_enclave", "read_csv", "seal", "load_ipython_extension"]
 
 logging.getLogger("confidential_nb").addHandler(logging.NullHandler())
 
@@ -36,6 +37,7 @@ _LAZY = {
     "RunResult": "results",
     "Sealed": "sealing",
     "compare": "comparison",
+    "read_csv": "csv_import",
     "seal": "sealing",
 }
 
