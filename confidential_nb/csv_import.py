@@ -26,7 +26,7 @@ from typing import IO, Any, Literal
 import pandas as pd
 
 from .datasets import _read_csv_options
-from .errors import ConfidentialNBError, EncodingError
+from .errors import CsvImportError, EncodingError
 from .frame_codec import describe_type, encode_frame
 
 logger = logging.getLogger("confidential_nb.csv_import")
@@ -77,10 +77,6 @@ _COMPRESSED_MAGIC = {b"\x1f\x8b": "gzip", b"PK\x03\x04": "zip", b"BZh": "bzip2",
 _OWN_OPTIONS = {"header": "header=", "index_col": "index=", "filepath_or_buffer": "the first argument"}
 
 IndexChoice = Literal["infer"] | str | int | None
-
-
-class CsvImportError(ConfidentialNBError, ValueError):
-    """A CSV file cannot be read, or its data cannot be sealed."""
 
 
 @dataclass(frozen=True, eq=False)

@@ -63,3 +63,7 @@ class EnclaveWarning(UserWarning):
 
 class KeyHomeError(ConfidentialNBError):
     """The key home is damaged, incomplete or has unsafe permissions."""
+
+
+class CsvImportError(ConfidentialNBError, ValueError):
+    """A CSV file cannot be read, or its data cannot be sealed."""
