@@ -63,3 +63,7 @@ class EnclaveWarning(UserWarning):
 
 class KeyHomeError(ConfidentialNBError):
     """The key home is damaged, incomplete or has unsafe permissions."""
+
+
+class BundleError(ConfidentialNBError):
+    """A function bundle or a deployed function is invalid, too large, missing or damaged."""
