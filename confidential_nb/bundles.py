@@ -726,6 +726,9 @@ def _guess_import_name(distribution: str) -> str:
 
 
 def _importable(import_name: str) -> bool:
+    # NOTE: this searches the host's sys.path, which may include the current folder and user
+    # site-packages. The enclave starts Python with -I, which searches neither, so a package found
+    # only there passes this check but fails to import at run time.
     if not import_name.isidentifier():
         return False
     try:
