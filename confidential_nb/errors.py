@@ -67,3 +67,7 @@ class KeyHomeError(ConfidentialNBError):
 
 class CsvImportError(ConfidentialNBError, ValueError):
     """A CSV file cannot be read, or its data cannot be sealed."""
+
+
+class BundleError(ConfidentialNBError):
+    """A function bundle or a deployed function is invalid, too large, missing or damaged."""
