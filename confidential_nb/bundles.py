@@ -663,7 +663,7 @@ def check_requirements(bundle: Bundle) -> list[str]:
 
 def _check_listed_packages(bundle: Bundle, requirements: list[Requirement]) -> list[str]:
     vendored = _vendored_distributions(bundle)
-    top_level = _top_level_names(bundle)
+    top_level = top_level_names(bundle)
     installed = _installed_import_names()
     warnings: list[str] = []
     missing: list[str] = []
@@ -700,7 +700,7 @@ def _vendored_distributions(bundle: Bundle) -> dict[str, str]:
     return found
 
 
-def _top_level_names(bundle: Bundle) -> set[str]:
+def top_level_names(bundle: Bundle) -> set[str]:
     """Return the import names the bundle provides at its top: packages, modules and extension modules."""
     names: set[str] = set()
     for path in bundle.files:
@@ -767,7 +767,7 @@ def _same_version(pinned: str, found: str) -> bool:
 
 def _shadowing_warnings(bundle: Bundle) -> list[str]:
     warnings = []
-    for name in sorted(_top_level_names(bundle)):
+    for name in sorted(top_level_names(bundle)):
         if not _importable(name):
             continue
         spec = importlib.util.find_spec(name)
