@@ -296,11 +296,11 @@ def save_pins(home: Path, pins: Pins) -> None:
 class Receipt:
     """A signed record of one run, embedding the attestation document of its enclave.
 
-    The body names the run's nonce and the function checksum. It has a
-    digest of each sealed input, of each input's policy, of the parameters
-    and of the result, and the result's name. It also records the
-    measurements, the debug flag and the start and end times, rounded to
-    seconds.
+    The body names the run's nonce, the function checksum and the kind of
+    function (a cell or a Cape function). It has a digest of each sealed
+    input, of each input's policy, of the parameters and of the result, and
+    the result's name. It also records the measurements, the debug flag and
+    the start and end times, rounded to seconds.
     """
 
     body: dict[str, Any]
@@ -314,6 +314,14 @@ class Receipt:
     @property
     def function_checksum(self) -> str:
         return str(self.body.get("function_checksum"))
+
+    @property
+    def function_kind(self) -> str:
+        """What ran: ``"cell"`` (a notebook cell or source text) or ``"cape_function"`` (a bundle's cape_handler).
+
+        Receipts signed before the field existed lack it, and they all came from cells.
+        """
+        return str(self.body.get("function_kind", "cell"))
 
     @property
     def result_digest(self) -> str:

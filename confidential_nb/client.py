@@ -33,6 +33,7 @@ from .sandbox import clean_environment
 
 if TYPE_CHECKING:
     from .attestation import AttestationDocument
+    from .bundles import Bundle
     from .results import RunResult
     from .sealing import Sealed
 
@@ -53,7 +54,11 @@ _ERROR_KINDS: dict[str, type[errors.ConfidentialNBError]] = {
     "policy": errors.PolicyError,
     "egress": errors.EgressError,
     "encoding": errors.EncodingError,
+    "bundle": errors.BundleError,
 }
+
+# The name under which a Cape function's input appears in its receipt.
+CAPE_INPUT_NAME = "input"
 
 
 def _monitor_command(home: Path, *extra: str, service_user: str | None = None) -> list[str]:
@@ -331,9 +336,38 @@ class Enclave:
         debug enclave is a debug run; a normal enclave rejects ``debug=True``
         with a `PolicyError`.
         """
+        request, attachments = _build_request(source, inputs or {}, params or {}, debug or self.debug)
+        return self._send_run(request, attachments, timeout, memory)
+
+    def invoke(
+        self,
+        bundle: Bundle,
+        data: Sealed | None = None,
+        *,
+        timeout: float | None = None,
+        memory: int | str | None = None,
+        debug: bool = False,
+    ) -> RunResult:
+        """Call a Cape function's ``cape_handler(input_bytes)`` in a fresh runner and return what it returns.
+
+        `bundle` is the function's app folder, loaded with
+        `confidential_nb.bundles.read_bundle`. The handler gets the plaintext
+        of `data` as bytes (a sealed DataFrame as CSV without its index),
+        or ``b""`` without `data`. It runs in a private copy of the bundle,
+        which is its working directory and is first on ``sys.path``. The
+        enclave computes the function checksum from the bundle itself, and
+        the receipt names it with ``function_kind`` ``"cape_function"``.
+        Timeouts, memory limits, debug runs and interrupts work as in `run`;
+        an exception's line is its line in app.py.
+        """
+        request, attachments = _build_invoke_request(bundle, data, debug or self.debug)
+        return self._send_run(request, attachments, timeout, memory)
+
+    def _send_run(self, request: dict[str, Any], attachments: list[bytes], timeout: float | None,
+                  memory: int | str | None) -> RunResult:
+        """Add the run's limits to `request`, send it and return the checked result."""
         from .limits import DEFAULT_TIMEOUT_SECONDS, MAX_MEMORY_BYTES, MAX_TIMEOUT_SECONDS, format_size, parse_size
 
-        request, attachments = _build_request(source, inputs or {}, params or {}, debug or self.debug)
         wait = float(timeout) if timeout is not None else DEFAULT_TIMEOUT_SECONDS
         if not 0 < wait <= MAX_TIMEOUT_SECONDS:
             raise ValueError(f"invalid timeout {timeout!r}: expected a number of seconds above 0 and at most {MAX_TIMEOUT_SECONDS:g}")
@@ -346,7 +380,7 @@ class Enclave:
             self._start_locked()
             header, replies = self._request(request, attachments, wait + _HOST_GRACE_SECONDS)
             assert self._key is not None
-            return _finish_run(header, replies, request["nonce"], self._key, self.debug)
+            return _finish_run(header, replies, request["nonce"], self._key, self.debug, request["op"])
 
 
 def _build_request(source: str, inputs: Mapping[str, Sealed], params: Mapping[str, object], debug: bool) -> tuple[dict[str, Any], list[bytes]]:
@@ -382,6 +416,30 @@ def _build_request(source: str, inputs: Mapping[str, Sealed], params: Mapping[st
     return request, attachments
 
 
+def _build_invoke_request(bundle: Bundle, data: Sealed | None, debug: bool) -> tuple[dict[str, Any], list[bytes]]:
+    """Build an invoke request: the input (in memory or by path) and then the bundle as a deterministic zip."""
+    from .bundles import Bundle, bundle_to_zip
+    from .sealing import Sealed
+
+    if not isinstance(bundle, Bundle):
+        raise TypeError(f"bundle must be a Bundle (from confidential_nb.bundles.read_bundle), not {type(bundle).__name__}")
+    specs: list[dict[str, str]] = []
+    attachments: list[bytes] = []
+    if data is not None:
+        if not isinstance(data, Sealed):
+            raise TypeError(f"data must be a Sealed (from confidential_nb.seal), not {type(data).__name__}")
+        if data.path is not None:
+            specs.append({"name": CAPE_INPUT_NAME, "path": str(data.path.resolve())})
+        else:
+            specs.append({"name": CAPE_INPUT_NAME})
+            attachments.append(bytes(data))
+    attachments.append(bundle_to_zip(bundle))
+
+    request = {"op": "invoke", "run_id": uuid.uuid4().hex, "nonce": secrets.token_hex(32), "inputs": specs,
+               "debug": bool(debug)}
+    return request, attachments
+
+
 def _check_name(name: object, role: str) -> None:
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"invalid {role} name {name!r}: it must be a Python identifier")
@@ -389,13 +447,19 @@ def _check_name(name: object, role: str) -> None:
         raise ValueError(f"invalid {role} name {name!r}: it is reserved for the run's result; choose another name")
 
 
-def _finish_run(header: dict[str, Any], attachments: list[bytes], nonce: str, key: PublicKey, debug: bool) -> RunResult:
+def _finish_run(header: dict[str, Any], attachments: list[bytes], nonce: str, key: PublicKey, debug: bool,
+                operation: str = "run") -> RunResult:
+    """Check the reply to a run (operation ``run``) or an invoke, and return its result or raise its error."""
     from .attestation import Receipt
     from .result_codec import decode_result
     from .results import RunResult
 
+    texts = [str(text) for text in header.get("warnings", [])]
+    for text in texts:
+        # Attributed to the enclave run, not to a line of this library.
+        warnings.warn_explicit(text, errors.EnclaveWarning, filename="<enclave run>", lineno=1)
     if not header.get("ok"):
-        raise _error_from_reply(header)
+        raise _error_from_reply(header, operation)
     if len(attachments) != 1:
         raise errors.ProtocolError("the enclave's reply carries no result")
 
@@ -406,10 +470,6 @@ def _finish_run(header: dict[str, Any], attachments: list[bytes], nonce: str, ke
         raise errors.AttestationError(f"the receipt's debug flag is {receipt.debug}, but this enclave's is {debug}")
     receipt.check_binding(nonce=nonce, result=blob)
     value = decode_result(blob)
-    texts = [str(text) for text in header.get("warnings", [])]
-    for text in texts:
-        # Attributed to the enclave run, not to a line of this library.
-        warnings.warn_explicit(text, errors.EnclaveWarning, filename="<enclave run>", lineno=1)
     output = header.get("output")
     return RunResult(value=value, receipt=receipt, withheld_lines=_withheld_lines(header), warnings=texts,
                      output=output if isinstance(output, str) else None, debug=debug)
@@ -420,28 +480,29 @@ def _withheld_lines(header: dict[str, Any]) -> int:
     return withheld if type(withheld) is int else 0
 
 
-def _error_from_reply(header: dict[str, Any]) -> errors.ConfidentialNBError:
+def _error_from_reply(header: dict[str, Any], operation: str = "run") -> errors.ConfidentialNBError:
     kind = str(header.get("kind"))
     if kind == "exception":
-        return _exception_error(header)
+        return _exception_error(header, operation)
     error_class = _ERROR_KINDS.get(kind, errors.EnclaveError)
     message = str(header.get("message") or "the run failed; see enclave.log in the key home")
     return error_class(message)
 
 
-def _exception_error(header: dict[str, Any]) -> errors.EnclaveError:
+def _exception_error(header: dict[str, Any], operation: str = "run") -> errors.EnclaveError:
     name = str(header.get("exception_type"))
     line = header.get("line") if type(header.get("line")) is int else None
-    where = f"at line {line} of the cell" if line else "outside the cell's own lines"
+    subject, code = ("the Cape function", "app.py") if operation == "invoke" else ("the cell", "the cell")
+    where = f"at line {line} of {code}" if line else f"outside {code}'s own lines"
     message = header.get("message")
     output = header.get("output")
     if isinstance(output, str):
         # A debug run: the message and printed output came back.
-        text = f"the cell raised {name} {where}: {message}" if message else f"the cell raised {name} {where}"
+        text = f"{subject} raised {name} {where}: {message}" if message else f"{subject} raised {name} {where}"
         if output:
             text += f"\noutput of the debug run:\n{output.rstrip()}"
     else:
-        text = (f"the cell raised {name} {where}; its message stays inside the enclave because it may contain "
+        text = (f"{subject} raised {name} {where}; its message stays inside the enclave because it may contain "
                 f"data. {withheld_advice(_withheld_lines(header), 'the message and output')}")
     return errors.EnclaveError(text, exception_type=name, line=line)
 

@@ -1,8 +1,9 @@
 """The monitor: holds the keys, unseals, enforces policy, guards egress, signs receipts.
 
-It never runs user code. Each run goes to a fresh runner forked by the
-zygote. The monitor sends the runner plaintext over a private socket pair
-and takes its encoded result. It then kills the runner's process group, and
+It never runs user code. Each run, of a notebook cell or of a Cape
+function's ``cape_handler``, goes to a fresh runner forked by the zygote.
+The monitor sends the runner plaintext over a private socket pair and takes
+its encoded result. It then kills the runner's process group, and
 only after that checks, signs and releases the result.
 """
 
@@ -25,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from ..attestation import AttestationDocument, sign_document, sign_receipt
-from ..errors import ProtocolError
+from ..bundles import Bundle, bundle_checksum, read_zip, top_level_names, validate_cape_app
+from ..errors import BundleError, ProtocolError
 from ..functions import cell_checksum
 from ..keys import EnclaveKeys, canonical_json
 from ..limits import DEFAULT_FILE_SIZE_BYTES, DEFAULT_OPEN_FILES, DEFAULT_TIMEOUT_SECONDS, format_size, memory_limit_for
@@ -34,7 +36,7 @@ from ..cgroup import create_pids_cgroup
 from ..sandbox import Limits, SandboxState, clean_environment, layer_report, measured_layers
 from ..view import view_spec
 from .inputs import InputRejected, OpenedInput, open_inputs
-from .egress import fit_text_to_budget, guard_failure, guarded_output, guarded_warnings, text_size
+from .egress import MAX_WARNINGS, fit_text_to_budget, guard_failure, guarded_output, guarded_warnings, text_size
 from .service import ServiceAccount
 from .result_guard import EgressRejected, SealedSource, guard_result
 
@@ -46,6 +48,9 @@ _ZYGOTE_START_SECONDS = 60.0
 
 # A run without sealed inputs has no policy; its result may still not exceed this size.
 NO_INPUT_RESULT_LIMIT_BYTES = 1024**3
+
+# Sources of a run's value: the cell's `result` variable or last expression, or a handler's return value.
+RESULT_NAMES = ("result", "last expression", "none", "return value")
 
 NOT_A_DEBUG_ENCLAVE = ("this enclave is not a debug enclave, so it rejects debug runs; use %%cape --debug or "
                        "Enclave(debug=True), which start a separate debug enclave with its own measurements")
@@ -70,6 +75,27 @@ def failure(kind: str, message: str, **details: Any) -> Reply:
     return Reply({"ok": False, "kind": kind, "message": message, **details})
 
 
+@dataclass
+class Job:
+    """The function one run executes, a notebook cell or a Cape function, with what the monitor checks and records.
+
+    ``checksum`` is the function checksum that input policies approve and
+    the receipt names. ``guard_source`` is the text whose lines bound an
+    exception's reported line: the cell, or the function's app.py.
+    ``runner_request`` contains the fields of the runner's request that
+    depend on the kind, and ``trailing`` the payloads sent after the inputs'.
+    """
+
+    function_kind: str
+    checksum: str
+    guard_source: str
+    syntax_error: Reply | None
+    runner_request: dict[str, Any]
+    trailing: list[bytes] = field(default_factory=list)
+    params: bytes | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
 class Monitor:
     """Serves host requests over one channel until the host closes it."""
 
@@ -91,6 +117,7 @@ class Monitor:
         os.chmod(self.scratch_root, 0o770)
         self.cgroup, cgroup_reason = create_pids_cgroup(f"confidential_nb-{os.getpid()}")
         self.zygote, self.zygote_channel, hello, view_reason = self._start_zygote()
+        self.preloaded_modules = frozenset(str(name) for name in hello.get("preloaded_modules", []))
         self.sandbox = SandboxState(
             view=view_reason, runner_uid=int(hello["uid"]),
             notebook_uid=notebook_uid if notebook_uid is not None else os.getuid(),
@@ -190,28 +217,77 @@ class Monitor:
                               "service_account": f"{account.name} (uid {account.uid})" if account else None})
             if operation == "run":
                 return self.run(header, attachments)
+            if operation == "invoke":
+                return self.invoke(header, attachments)
             return failure("protocol", f"unknown operation {operation!r}")
         except (KeyError, TypeError, ValueError) as exc:
             log.warning("malformed %s request: %s", operation, type(exc).__name__)
             return failure("protocol", f"malformed {operation} request ({type(exc).__name__})")
 
     def run(self, header: dict[str, Any], attachments: list[bytes]) -> Reply:
+        """Run a notebook cell: the request carries its source, and the parameters after the inputs."""
         specs = list(header["inputs"])
-        expected = sum(1 for spec in specs if "path" not in spec) + (1 if header.get("has_params") else 0)
+        has_params = bool(header.get("has_params"))
+        expected = sum(1 for spec in specs if "path" not in spec) + (1 if has_params else 0)
         if len(attachments) != expected:
             return failure("protocol", "the number of attachments does not match the inputs")
+
+        source = str(header["source"])
+        params = attachments[-1] if has_params else None
+        job = Job(function_kind="cell", checksum=cell_checksum(source), guard_source=source,
+                  syntax_error=_check_syntax(source, "<cell>"),
+                  runner_request={"op": "run", "source": source, "has_params": params is not None},
+                  trailing=[params] if params is not None else [], params=params)
+        return self._run_job(header, specs, attachments[:-1] if has_params else attachments, job)
+
+    def invoke(self, header: dict[str, Any], attachments: list[bytes]) -> Reply:
+        """Run a Cape function: the request carries its bundle as a zip file after the input, if there is one.
+
+        The checksum that policies approve is computed here from the bundle,
+        never taken from the host.
+        """
+        specs = list(header["inputs"])
+        if len(specs) > 1:
+            return failure("protocol", "a Cape function takes at most one input")
+        if len(attachments) != 1 + sum(1 for spec in specs if "path" not in spec):
+            return failure("protocol", "the number of attachments does not match the input and the bundle")
+
+        bundle_zip = attachments[-1]
+        try:
+            bundle = read_zip(bundle_zip)
+            validate_cape_app(bundle)
+        except BundleError as exc:
+            log.info("run %s: invalid function bundle: %s", header.get("run_id"), exc)
+            return failure("bundle", f"the function bundle is invalid: {exc}")
+
+        app_source = _app_text(bundle.files["app.py"])
+        job = Job(function_kind="cape_function", checksum=bundle_checksum(bundle), guard_source=app_source,
+                  syntax_error=_check_syntax(app_source, "app.py"), runner_request={"op": "invoke"},
+                  trailing=[bundle_zip], warnings=self._shadowing_warnings(bundle))
+        return self._run_job(header, specs, attachments[:-1], job)
+
+    def _shadowing_warnings(self, bundle: Bundle) -> list[str]:
+        """Warn about the bundle's top-level modules that runners already imported, so the handler cannot use them."""
+        shadowed = sorted(top_level_names(bundle) & self.preloaded_modules)
+        return [f"the function bundle's {name!r} is not used: the enclave imports its own {name!r} before any "
+                "function runs, and Python keeps a module once imported, so the handler gets the enclave's copy; "
+                "rename the vendored package or rely on the installed one" for name in shadowed[:MAX_WARNINGS]]
+
+    def _run_job(self, header: dict[str, Any], specs: list[dict[str, Any]], input_attachments: list[bytes],
+                 job: Job) -> Reply:
         scratch = Path(tempfile.mkdtemp(prefix="run-", dir=self.scratch_root))
         try:
-            return self._run_in(scratch, header, specs, attachments)
+            return self._run_in(scratch, header, specs, input_attachments, job)
         finally:
             self._clear_scratch(scratch)
             shutil.rmtree(scratch, ignore_errors=True)
 
-    def _run_in(self, scratch: Path, header: dict[str, Any], specs: list[dict[str, Any]], attachments: list[bytes]) -> Reply:
+    def _run_in(self, scratch: Path, header: dict[str, Any], specs: list[dict[str, Any]], attachments: list[bytes],
+                job: Job) -> Reply:
         run_id = str(header["run_id"])
-        source = str(header["source"])
-        checksum = cell_checksum(source)
-        log.info("run %s: %d inputs, function %s, debug %s", run_id, len(specs), checksum[:12], self.debug)
+        checksum = job.checksum
+        log.info("run %s: %s, %d inputs, function %s, debug %s", run_id, job.function_kind, len(specs), checksum[:12],
+                 self.debug)
         if header.get("debug") and not self.debug:
             return failure("policy", NOT_A_DEBUG_ENCLAVE)
         try:
@@ -220,9 +296,8 @@ class Monitor:
         except InputRejected as exc:
             return failure(exc.kind, str(exc), input=exc.name)
 
-        syntax_error = _check_syntax(source)
-        if syntax_error is not None:
-            return syntax_error
+        if job.syntax_error is not None:
+            return job.syntax_error
 
         timeout = float(header.get("timeout") or DEFAULT_TIMEOUT_SECONDS)
         requested_memory = header.get("memory")
@@ -231,17 +306,20 @@ class Monitor:
                         file_size_bytes=DEFAULT_FILE_SIZE_BYTES, open_files=DEFAULT_OPEN_FILES)
 
         budget = min((item.policy.max_result_bytes for item in inputs), default=NO_INPUT_RESULT_LIMIT_BYTES)
-        params = attachments[-1] if header.get("has_params") else None
-        request = {"op": "run", "source": source, "has_params": params is not None, "debug": self.debug,
+        request = {**job.runner_request, "debug": self.debug,
                    "inputs": [{"name": item.name, "kind": item.kind, "file": item.file} for item in inputs]}
-        payloads = [item.payload for item in inputs if item.payload is not None] + ([params] if params is not None else [])
+        payloads = [item.payload for item in inputs if item.payload is not None] + job.trailing
         started = time.time()
-        reply = self._run_in_runner(scratch, request, payloads, limits, timeout, budget)
+        reply = self._run_in_runner(scratch, request, payloads, limits, timeout, budget, job.guard_source)
         del payloads
         self.runs += 1
         if not reply.header.get("ok"):
             log.info("run %s failed: %s", run_id, reply.header.get("kind"))
-            return _explain_runner_failure(reply, limits)
+            explained = _explain_runner_failure(reply, limits)
+            if job.warnings:
+                # A shadowed package often explains the failure, so its warning comes with it.
+                explained.header["warnings"] = job.warnings
+            return explained
         result = reply.attachments[0]
 
         # The runner has ended, so the guard reads the inputs' plaintext while no user code runs.
@@ -256,9 +334,10 @@ class Monitor:
             "run_id": run_id,
             "nonce": str(header["nonce"]),
             "function_checksum": checksum,
+            "function_kind": job.function_kind,
             "inputs": {item.name: item.digest for item in inputs},
             "policies": {item.name: hashlib.sha256(canonical_json(item.policy.to_dict())).hexdigest() for item in inputs},
-            "params_digest": hashlib.sha256(params).hexdigest() if params is not None else None,
+            "params_digest": hashlib.sha256(job.params).hexdigest() if job.params is not None else None,
             "result_name": reply.header.get("result_name"),
             "result_digest": hashlib.sha256(result).hexdigest(),
             "result_bytes": len(result),
@@ -267,11 +346,13 @@ class Monitor:
         }, self.document or sign_document(self.keys, "", measured_layers(self.layers), debug=self.debug))
         log.info("run %s finished: %d result bytes", run_id, len(result))
         output: dict[str, Any] = {name: reply.header[name] for name in ("withheld_lines", "output") if name in reply.header}
-        return Reply({"ok": True, "receipt": receipt.to_dict(), "warnings": reply.header.get("warnings", []),
+        # The job's warnings name modules of the bundle, which the host sent, so they do not count against the budget.
+        return Reply({"ok": True, "receipt": receipt.to_dict(),
+                      "warnings": [*job.warnings, *reply.header.get("warnings", [])],
                       "memory_limit": memory, **output}, [result])
 
     def _run_in_runner(self, scratch: Path, request: dict[str, Any], payloads: list[bytes], limits: Limits,
-                       timeout: float, budget: int) -> Reply:
+                       timeout: float, budget: int, guard_source: str) -> Reply:
         _hand_over(scratch, self.runner_uid, self.runner_gid)
         ours, theirs = socket.socketpair()
         pid: int | None = None
@@ -285,7 +366,7 @@ class Monitor:
             if "pid" not in forked:
                 return self._fork_failure(forked, limits)
             pid = int(forked["pid"])
-            return self._exchange(ours, pid, request, payloads, limits, timeout, budget)
+            return self._exchange(ours, pid, request, payloads, limits, timeout, budget, guard_source)
         finally:
             ours.close()
             theirs.close()
@@ -294,7 +375,7 @@ class Monitor:
             self.reaped.clear()
 
     def _exchange(self, channel: socket.socket, pid: int, request: dict[str, Any], payloads: list[bytes],
-                  limits: Limits, timeout: float, budget: int) -> Reply:
+                  limits: Limits, timeout: float, budget: int, guard_source: str) -> Reply:
         """Send the run to the runner and wait for its whole reply until the timeout."""
         deadline = time.monotonic() + timeout
         channel.settimeout(timeout)
@@ -315,7 +396,7 @@ class Monitor:
 
         # Whatever the cell left running (threads, timers, atexit handlers) ends before the reply is trusted.
         self._end_runner(pid)
-        return _guard(Reply(header, attachments), str(request["source"]), bool(request["debug"]), budget)
+        return _guard(Reply(header, attachments), guard_source, bool(request["debug"]), budget)
 
     def _fork_failure(self, reply: dict[str, Any], limits: Limits) -> Reply:
         if reply.get("error") == "memory":
@@ -403,16 +484,26 @@ def _explain_runner_failure(reply: Reply, limits: Limits) -> Reply:
     return reply
 
 
-def _check_syntax(source: str) -> Reply | None:
-    """Compile the cell here, so a syntax error is reported by trusted code with its message."""
+def _check_syntax(source: str, filename: str) -> Reply | None:
+    """Compile the cell or app.py here, so a syntax error is reported by trusted code with its message."""
     try:
-        compile(source, "<cell>", "exec", dont_inherit=True)
+        compile(source, filename, "exec", dont_inherit=True)
     except SyntaxError as exc:
         return Reply({"ok": False, "kind": "exception", "exception_type": type(exc).__name__,
                       "line": exc.lineno, "message": str(exc.msg)[:500]})
     except (ValueError, RecursionError, MemoryError):
         return Reply({"ok": False, "kind": "exception", "exception_type": "SyntaxError", "line": None, "message": None})
     return None
+
+
+def _app_text(content: bytes) -> str:
+    """Return app.py as text with Python's line breaks made ``\n``, so that its lines count as Python counts them.
+
+    Bytes that are not UTF-8 become U+FFFD, which keeps the line count;
+    the runner's import of such a file fails with a SyntaxError anyway.
+    """
+    text = content.decode("utf-8", errors="replace")
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _over_budget(budget: int) -> Reply:
@@ -430,7 +521,7 @@ def _guard(reply: Reply, source: str, debug: bool, budget: int) -> Reply:
 
     result_name = header.get("result_name")
     guarded = {"ok": True, "warnings": guarded_warnings(header.get("warnings")), **guarded_output(header, debug),
-               "result_name": result_name if result_name in ("result", "last expression", "none") else None}
+               "result_name": result_name if result_name in RESULT_NAMES else None}
     # Debug output is shortened first, so that only a result too large on its own fails the run.
     guarded = fit_text_to_budget(guarded, budget - len(reply.attachments[0]))
     if len(reply.attachments[0]) + text_size(guarded) > budget:

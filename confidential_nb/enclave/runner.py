@@ -1,16 +1,19 @@
-"""A runner: executes one cell on plaintext inputs and returns the encoded result.
+"""A runner: executes one cell, or calls one Cape function, on plaintext inputs and returns the encoded result.
 
 Runs in a process forked from the zygote, after `sandbox.isolate_runner`.
 What it sends back is the encoded result, or an error that carries only the
-exception's type name and its line in the cell, with counts of the lines it
-printed and the library warnings as template ids. A debug run also sends its
-printed output and exception message.
+exception's type name and its line in the cell (or in the Cape function's
+app.py), with counts of the lines it printed and the library warnings as
+template ids. A debug run also sends its printed output and exception
+message.
 """
 
 from __future__ import annotations
 
 import ast
 import errno
+import importlib
+import importlib.util
 import io
 import json
 import os
@@ -19,6 +22,7 @@ import socket
 import sys
 import traceback
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +30,10 @@ from ..protocol import recv_message, send_message
 from .egress import EXCEPTION_MODULES, GENERIC_EXCEPTION, MAX_DEBUG_OUTPUT_CHARS
 
 CELL_FILENAME = "<cell>"
+# A Cape function's bundle is written to this folder of the run's scratch directory, and it runs there.
+APP_FOLDER = "app"
+APP_MODULE = "app"
+HANDLER_NAME = "cape_handler"
 _LIBRARY_PACKAGES = ("numpy", "pandas", "confidential_nb")
 _MAX_MESSAGE_CHARS = 2000
 _MAX_WARNING_ENTRIES = 20
@@ -75,14 +83,23 @@ def reseed() -> None:
 
 
 def serve(channel: socket.socket) -> None:
-    """Receive one run request, execute it, send the reply."""
+    """Receive one run request (a cell or a Cape function), execute it, send the reply."""
     header, attachments = recv_message(channel)
+    debug = header.get("debug") is True
     try:
-        namespace = _bind_inputs(header, attachments)
+        if header.get("op") == "invoke":
+            # The bundle's zip file follows the input's payload.
+            payload, kind = _invoke_input(header, attachments[:-1])
+        else:
+            namespace = _bind_inputs(header, attachments)
     except Exception as exc:
         send_message(channel, {"ok": False, "kind": "input", "message": f"failed to decode the inputs ({type(exc).__name__})"})
         return
-    reply, blob = execute(str(header["source"]), namespace, debug=header.get("debug") is True)
+
+    if header.get("op") == "invoke":
+        reply, blob = invoke(attachments[-1], payload, kind, debug=debug)
+    else:
+        reply, blob = execute(str(header["source"]), namespace, debug=debug)
     send_message(channel, reply, [blob] if blob is not None else [])
 
 
@@ -104,15 +121,61 @@ def _bind_inputs(header: dict[str, Any], attachments: list[bytes]) -> dict[str, 
     return namespace
 
 
-def execute(source: str, namespace: dict[str, Any], *, debug: bool = False) -> tuple[dict[str, Any], bytes | None]:
-    """Run `source` in `namespace`; return the reply header and the encoded result.
+def _invoke_input(header: dict[str, Any], attachments: list[bytes]) -> tuple[bytes, str]:
+    """Return the plaintext of a Cape function's one input and its kind, or b"" and "bytes" without an input."""
+    specs = header.get("inputs", [])
+    if not specs:
+        return b"", "bytes"
+    spec = specs[0]
+    # A file input was decrypted by the monitor into this run's scratch directory, the working directory.
+    payload = Path(spec["file"]).read_bytes() if spec.get("file") else attachments[0]
+    return payload, str(spec["kind"])
 
-    Outside debug runs the reply carries no text written by the cell or
+
+def handler_bytes(payload: bytes, kind: str) -> bytes:
+    """Return the bytes a Cape function's handler receives for an input's plaintext.
+
+    A handler takes bytes, so a sealed DataFrame arrives as CSV without the
+    index, ``frame.to_csv(index=False).encode()``. Bytes arrive unchanged,
+    which is how Cape's tutorials seal their CSV files.
+    """
+    from ..frame_codec import decode_frame
+
+    if kind != "dataframe":
+        return payload
+    return decode_frame(payload).to_csv(index=False).encode()
+
+
+def execute(source: str, namespace: dict[str, Any], *, debug: bool = False) -> tuple[dict[str, Any], bytes | None]:
+    """Run `source` in `namespace`; return the reply header and the encoded result (see `run_guarded`)."""
+    return run_guarded(lambda: _run_cell(source, namespace), CELL_FILENAME, debug=debug)
+
+
+def invoke(bundle_zip: bytes, payload: bytes, kind: str, *, debug: bool = False) -> tuple[dict[str, Any], bytes | None]:
+    """Write the bundle to a fresh folder, call its ``cape_handler(input_bytes)`` there; return the reply and result.
+
+    The folder is ``app`` in the run's scratch directory, so the handler
+    works on a private copy: it may open its own files by relative path and
+    write new ones, and nothing it writes outlives the run. Exceptions are
+    reported with their line in that copy's app.py.
+    """
+    app_folder = Path(os.getcwd()) / APP_FOLDER
+    # The CSV of a DataFrame input is made inside the guarded call, so running out of memory there is reported as such.
+    return run_guarded(lambda: _call_handler(app_folder, bundle_zip, handler_bytes(payload, kind)),
+                       str(app_folder / "app.py"), debug=debug)
+
+
+def run_guarded(body: Callable[[], tuple[Any, str]], filename: str, *,
+                debug: bool = False) -> tuple[dict[str, Any], bytes | None]:
+    """Call `body`, which returns the value and how it was found; return the reply header and the encoded result.
+
+    Outside debug runs the reply carries no text written by the code or
     raised by it: printed output is only counted, exceptions leave as type
-    names, and library warnings as template ids with numeric arguments. A
-    debug run also returns its printed output, up to `MAX_DEBUG_OUTPUT_CHARS`,
-    its other warnings and its exception message. The monitor checks all of
-    this again, because the cell controls this process.
+    names with their line in `filename`, and library warnings as template
+    ids with numeric arguments. A debug run also returns its printed output,
+    up to `MAX_DEBUG_OUTPUT_CHARS`, its other warnings and its exception
+    message. The monitor checks all of this again, because the code
+    controls this process.
     """
     from ..errors import EncodingError
     from ..result_codec import encode_result
@@ -124,16 +187,16 @@ def execute(source: str, namespace: dict[str, Any], *, debug: bool = False) -> t
         with warnings.catch_warnings(record=True) as caught:
             # Every warning is caught, so repeats can be counted instead of silently merged.
             warnings.simplefilter("always")
-            value, result_name = _run_cell(source, namespace)
+            value, result_name = body()
     except MemoryError:
         return {"ok": False, "kind": "resource", "resource": "memory"}, None
     except OSError as exc:
         # Python ignores SIGXFSZ, so a write past RLIMIT_FSIZE fails with EFBIG instead.
         if exc.errno == errno.EFBIG:
             return {"ok": False, "kind": "resource", "resource": "file size"}, None
-        return _describe_exception(exc, counter, debug), None
-    except BaseException as exc:  # Anything the cell raises, SystemExit included, is reported.
-        return _describe_exception(exc, counter, debug), None
+        return _describe_exception(exc, counter, debug, filename), None
+    except BaseException as exc:  # Anything the code raises, SystemExit included, is reported.
+        return _describe_exception(exc, counter, debug, filename), None
     finally:
         sys.stdout, sys.stderr = saved
 
@@ -180,10 +243,78 @@ def _run_cell(source: str, namespace: dict[str, Any]) -> tuple[Any, str]:
     return value, "last expression" if last_expression else "none"
 
 
-def _describe_exception(exc: BaseException, counter: LineCounter, debug: bool) -> dict[str, Any]:
+def _call_handler(app_folder: Path, bundle_zip: bytes, input_bytes: bytes) -> tuple[Any, str]:
+    """Write the bundle to `app_folder`, import its app.py from there and return what its handler returns."""
+    from ..bundles import read_zip, write_bundle
+
+    write_bundle(read_zip(bundle_zip), app_folder)
+    os.chdir(app_folder)
+    # First on sys.path, so that the bundle's vendored packages import before installed ones.
+    sys.path.insert(0, str(app_folder))
+    module = _import_app(app_folder / "app.py")
+
+    value = getattr(module, HANDLER_NAME)(input_bytes)
+    return plain_numbers(value), "return value"
+
+
+def _import_app(path: Path) -> Any:
+    """Import `path` as the module ``app``, after dropping any ``app`` module already cached.
+
+    The file is loaded by its path, because an ``app`` package folder in
+    the bundle, or one installed, would otherwise be found before app.py.
+    """
+    for name in [name for name in sys.modules if name == APP_MODULE or name.startswith(APP_MODULE + ".")]:
+        del sys.modules[name]
+    importlib.invalidate_caches()
+
+    spec = importlib.util.spec_from_file_location(APP_MODULE, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[APP_MODULE] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def plain_numbers(value: Any) -> Any:
+    """Return `value` with numpy bool, integer, float and complex scalars replaced by Python numbers.
+
+    The walk enters only plain dicts (keys too), lists and tuples, visits
+    each container once and leaves cycles, and containers nested deeper than
+    the result format allows, as they are, so the encoder reports them. A
+    Cape handler's result then prints as ``{'accuracy': 0.92}`` instead of
+    ``{'accuracy': np.float64(0.92)}``.
+    """
+    import numpy as np
+
+    from ..result_codec import MAX_DEPTH
+
+    converted: dict[int, Any] = {}
+
+    def convert(item: Any, depth: int) -> Any:
+        if isinstance(item, (np.bool_, np.number)) and type(item) is item.dtype.type:
+            return item.item()
+        kind = type(item)
+        if kind not in (dict, list, tuple) or depth > MAX_DEPTH:
+            return item
+        if id(item) in converted:
+            return converted[id(item)]
+
+        # Until it is finished, a container stands for itself, so a cycle ends at its start.
+        converted[id(item)] = item
+        if kind is dict:
+            result: Any = {convert(key, depth + 1): convert(entry, depth + 1) for key, entry in item.items()}
+        else:
+            result = kind(convert(entry, depth + 1) for entry in item)
+        converted[id(item)] = result
+        return result
+
+    return convert(value, 0)
+
+
+def _describe_exception(exc: BaseException, counter: LineCounter, debug: bool, filename: str) -> dict[str, Any]:
     cell_line = None
     for frame, line in traceback.walk_tb(exc.__traceback__):
-        if frame.f_code.co_filename == CELL_FILENAME:
+        if frame.f_code.co_filename == filename:
             cell_line = line
     return {
         "ok": False,

@@ -27,7 +27,7 @@ from typing import Any  # noqa: E402
 import numpy  # noqa: E402, F401
 import pandas  # noqa: E402, F401
 
-from .. import audit, frame_codec, result_codec, seccomp, training  # noqa: E402, F401
+from .. import audit, bundles, frame_codec, result_codec, seccomp, training  # noqa: E402, F401
 from ..protocol import PeerClosedError, recv_fd, recv_message, send_message  # noqa: E402
 from ..namespaces import effective_capabilities  # noqa: E402
 from ..sandbox import (  # noqa: E402
@@ -78,6 +78,8 @@ def _hello(scratch_root: str) -> dict[str, Any]:
         "capabilities": effective_capabilities(),
         "run_namespaces": probe_run_namespaces(scratch_root),
         "seccomp": _seccomp_unavailable(),
+        # A Cape function's vendored package of one of these names is not used, because runners inherit the module.
+        "preloaded_modules": sorted({name.partition(".")[0] for name in sys.modules}),
     }
 
 
