@@ -18,10 +18,11 @@ if TYPE_CHECKING:
     from .csv_import import read_csv
     from .policy import Policy
     from .results import RunResult
+    from .sdk import Client
     from .sealing import Sealed, seal
 
 __version__ = "0.1.0"
-__all__ = ["ConfidentialNBError", "Enclave", "Policy", "RunResult", "Sealed", "compare", "default_enclave", "read_csv", "seal", "load_ipython_extension"]
+__all__ = ["Client", "ConfidentialNBError", "Enclave", "Policy", "RunResult", "Sealed", "compare", "default_enclave", "read_csv", "seal", "load_ipython_extension"]
 
 logging.getLogger("confidential_nb").addHandler(logging.NullHandler())
 
@@ -31,6 +32,7 @@ if not sys.platform.startswith("linux"):
     )
 
 _LAZY = {
+    "Client": "sdk",
     "Enclave": "client",
     "default_enclave": "client",
     "Policy": "policy",

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .cli_functions import add_function_commands
 from .cli_trust import add_trust_commands
 from .errors import ConfidentialNBError
 
@@ -48,16 +49,21 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(title="commands")
 
-    demo = commands.add_parser("demo", help="seal the bundled breast-cancer data and train a model on it in the enclave")
+    demo = commands.add_parser("demo", help="seal the bundled breast-cancer data and train a model on it in the enclave",
+                               epilog="Example:\n  confidential-nb demo --out curves.png --epochs 100",
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
     demo.add_argument("--out", type=Path, default=Path("curves.png"), help="where to write the loss and accuracy curves (PNG; default: ./curves.png)")
     demo.add_argument("--epochs", type=int, default=300, help="gradient-descent epochs (default: 300)")
     demo.set_defaults(handler=_demo)
 
-    status = commands.add_parser("status", help="start the enclave if needed and print its status")
+    status = commands.add_parser("status", help="start the enclave if needed and print its status",
+                                 epilog="Example:\n  confidential-nb status --json",
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     status.add_argument("--json", action="store_true", help="print JSON instead of text")
     status.set_defaults(handler=_status)
 
     add_trust_commands(commands)
+    add_function_commands(commands)
     return parser
 
 

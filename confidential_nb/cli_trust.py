@@ -10,27 +10,44 @@ from typing import Any
 
 def add_trust_commands(commands: Any) -> None:
     """Register ``key``, ``attest``, ``verify`` and ``measurements`` on the CLI's subparsers."""
-    key = commands.add_parser("key", help="show the enclave's attested public key; 'key rotate' and 'key list' manage keys")
+    key = commands.add_parser(
+        "key", help="show the enclave's attested public key; 'key rotate' and 'key list' manage keys",
+        description="Start the enclave, verify a fresh attestation against the pins, and print the public sealing "
+                    "key's fingerprint, the platform fingerprint and the measurements.",
+        epilog="Example:\n"
+               "  confidential-nb key --out enclave-key.json   # send the file and the fingerprint to a data owner\n"
+               "  confidential-nb key rotate --kem MLKEM768_X25519",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     key.add_argument("action", nargs="?", choices=["show", "rotate", "list"], default="show",
                      help="show (default): print the current key and measurements; rotate: make a new sealing key; "
                           "list: print every key with its date")
     key.add_argument("--kem", choices=["MLKEM768_X25519", "X25519"], default="MLKEM768_X25519",
                      help="KEM of the new key for 'rotate' (default: the post-quantum hybrid MLKEM768_X25519)")
-    key.add_argument("--out", type=Path, help="also write the public key file (JSON) to this path")
+    key.add_argument("--out", type=Path, metavar="FILE",
+                     help="also write the public key to FILE as the project's JSON key document, which "
+                          "'confidential-nb encrypt --key' reads; a hybrid ML-KEM-768+X25519 key has no standard "
+                          "PEM form, so no PEM is written")
     key.add_argument("--json", action="store_true", help="print JSON instead of text")
     key.set_defaults(handler=_key)
 
-    attest = commands.add_parser("attest", help="request a fresh attestation document, verify it and print it")
+    attest = commands.add_parser("attest", help="request a fresh attestation document, verify it and print it",
+                                 epilog="Example:\n  confidential-nb attest --out attestation.json",
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     attest.add_argument("--out", type=Path, help="also write the document (JSON) to this path")
     attest.set_defaults(handler=_attest)
 
-    verify = commands.add_parser("verify", help="verify a saved run receipt offline")
+    verify = commands.add_parser("verify", help="verify a saved run receipt offline",
+                                 epilog="Example:\n  confidential-nb verify receipt.json --platform-fingerprint 9b1d...",
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     verify.add_argument("receipt", type=Path, help="receipt file written by RunResult.receipt.save()")
     verify.add_argument("--platform-fingerprint", metavar="HEX",
                         help="SHA-256 of the platform certificate to require (default: the one pinned in the key home)")
     verify.set_defaults(handler=_verify)
 
-    measurements = commands.add_parser("measurements", help="export, import or reset the pinned enclave measurements")
+    measurements = commands.add_parser("measurements", help="export, import or reset the pinned enclave measurements",
+                                       epilog="Example:\n  confidential-nb measurements export pins.json",
+                                       formatter_class=argparse.RawDescriptionHelpFormatter)
     measurements.add_argument("action", choices=["show", "export", "import", "reset"],
                               help="show: print the pins; export FILE: write them; import FILE: pin a data owner's "
                                    "values; reset: pin again on the next enclave start")
@@ -52,6 +69,7 @@ def _service_owner() -> int | None:
 def _key(arguments: argparse.Namespace) -> int:
     from .client import Enclave
     from .keys import home_dir, list_keys, rotate_keys
+    from .platform import certificate_fingerprint
 
     home = home_dir()
     if arguments.action == "rotate":
@@ -64,16 +82,20 @@ def _key(arguments: argparse.Namespace) -> int:
             print(f"{'*' if info.current else ' '} {info.fingerprint}  {info.kem:<16} created {info.created}")
         return 0
 
+    # Starting the enclave verifies a fresh attestation (a new nonce) against the pinned platform and measurements.
     with Enclave(home) as enclave:
         key = enclave.public_key()
-        pcrs = enclave.attestation().measurements
+        document = enclave.attestation()
+    pcrs = document.measurements
+    platform = certificate_fingerprint(document.certificate)
     if arguments.out is not None:
         arguments.out.write_text(json.dumps(key.to_dict(), indent=2) + "\n")
     if arguments.json:
-        print(json.dumps({"key": key.to_dict(), "measurements": pcrs}, indent=2))
+        print(json.dumps({"key": key.to_dict(), "platform_fingerprint": platform, "measurements": pcrs}, indent=2))
         return 0
     print(f"fingerprint: {key.fingerprint}")
     print(f"kem: {key.kem}")
+    print(f"platform fingerprint: {platform}")
     for index, value in sorted(pcrs.items()):
         print(f"PCR {index}: {value}")
     return 0

@@ -580,3 +580,7 @@ def _close_defaults_locked() -> None:
         enclave.close()
         atexit.unregister(enclave.close)
     _defaults.clear()
+
+
+# The Cape-style SDK lives in its own module; it is re-exported here, beside the Enclave it builds on.
+from .sdk import Client as Client  # noqa: E402

@@ -192,23 +192,36 @@ def resolve(id_or_name: str, home: str | os.PathLike[str] | None = None) -> Func
                       f"{_LIST_HINT}")
 
 
+@dataclass(frozen=True)
+class Deployment:
+    """A deployed function with its deploy time, an ISO 8601 UTC string as function.json records it."""
+
+    ref: FunctionRef
+    created: str
+
+
 def list_functions(home: str | os.PathLike[str] | None = None) -> list[FunctionRef]:
     """Return every deployed function, oldest first. Damaged entries are logged and left out."""
+    return [deployment.ref for deployment in list_deployments(home)]
+
+
+def list_deployments(home: str | os.PathLike[str] | None = None) -> list[Deployment]:
+    """Return every deployed function with its deploy time, oldest first. Damaged entries are logged and left out."""
     root = functions_dir(home)
     if not root.is_dir():
         return []
 
-    found: list[tuple[str, FunctionRef]] = []
+    found: list[Deployment] = []
     for folder in sorted(root.iterdir()):
         if not folder.is_dir() or not FUNCTION_ID.match(folder.name):
             continue
         try:
             record = _read_json(folder / "function.json")
-            found.append((str(record.get("created", "")), _record_to_ref(folder, record)))
+            found.append(Deployment(_record_to_ref(folder, record), str(record.get("created", ""))))
         except BundleError as exc:
             log.warning("skipping damaged function folder %s: %s", folder, exc)
-    found.sort(key=lambda item: (item[0], item[1].id))
-    return [ref for _, ref in found]
+    found.sort(key=lambda deployment: (deployment.created, deployment.ref.id))
+    return found
 
 
 def delete(id_or_name: str, home: str | os.PathLike[str] | None = None) -> FunctionRef:
