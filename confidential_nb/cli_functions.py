@@ -16,11 +16,16 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .errors import ConfidentialNBError
+from .sealing import MAGIC as SEALED_MAGIC
+from .sealing import Sealed
+
 if TYPE_CHECKING:
     from .bundles import Bundle
     from .csv_import import CsvImport
     from .keys import PublicKey
     from .policy import Policy
+    from .results import RunResult
 
 APP_TEMPLATE = '''\
 """A Cape-style function: the enclave calls cape_handler with the input bytes."""
@@ -54,13 +59,13 @@ def _parser(commands: Any, name: str, help_text: str, example: str) -> argparse.
 
 
 def add_function_commands(commands: Any) -> None:
-    """Register ``encrypt``, ``checksum``, ``function``, ``deploy``, ``list`` and ``delete`` on the CLI's subparsers."""
+    """Register ``encrypt``, ``checksum``, ``function``, ``deploy``, ``run``, ``test``, ``list`` and ``delete``."""
     _add_encrypt(commands)
     _add_checksum(commands)
     _add_function(commands)
     _add_deploy(commands)
-    # NOTE: 'run FUNCTION -f FILE' and 'test APP -f FILE' are missing until Enclave.invoke can run a bundle's
-    # cape_handler. They belong here, and find the bundle with registry.resolve and registry.load_bundle.
+    _add_run(commands)
+    _add_test(commands)
     _add_list(commands)
     _add_delete(commands)
 
@@ -350,6 +355,106 @@ def _deploy(arguments: argparse.Namespace) -> int:
     print(f"Function Checksum: {ref.checksum}")
     print(f"Function Name: {ref.name}")
     return 0
+
+
+def _add_input_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", nargs="?", metavar="INPUT", help="the input as text, when -f is not given")
+    parser.add_argument("-f", "--file", metavar="FILE", help="the input file, sealed or plain (plain files are "
+                                                             "sealed here first); - reads standard input")
+    parser.add_argument("--timeout", type=float, metavar="SECONDS", help="stop the run after this many seconds")
+    parser.add_argument("-o", "--output", choices=["plain", "json"], default="plain",
+                        help="print the result as a Python literal (plain, default) or as JSON")
+
+
+def _add_run(commands: Any) -> None:
+    run = _parser(commands, "run", "run a deployed function's cape_handler on an input in the enclave",
+                  "  confidential-nb run word-count -f data.csv\n"
+                  "  confidential-nb run 3f9Qa1b2c3d4e5f6 -f data.csv.sealed --function-checksum 08a5afd2... -o json")
+    run.add_argument("function", metavar="ID|NAME", help="the function's id, or a name (its latest deploy)")
+    run.add_argument("--function-checksum", metavar="HEX", help="refuse to run unless the function has this checksum")
+    _add_input_options(run)
+    run.set_defaults(handler=_run)
+
+
+def _add_test(commands: Any) -> None:
+    test = _parser(commands, "test", "run an app folder or zip file's cape_handler without deploying it",
+                   "  confidential-nb test ./word-count -f data.csv")
+    test.add_argument("path", metavar="DIR|ZIP", help="an app folder with app.py, or a zip file of one")
+    _add_input_options(test)
+    test.set_defaults(handler=_test)
+
+
+def _run(arguments: argparse.Namespace) -> int:
+    from .sdk import Client
+
+    with Client().connect(arguments.function, function_checksum=arguments.function_checksum) as session:
+        data = _run_input(arguments, session.enclave.public_key())
+        result = session.invoke(data, timeout=arguments.timeout)
+    return _print_result(result, arguments.output)
+
+
+def _test(arguments: argparse.Namespace) -> int:
+    from .bundles import validate_cape_app
+    from .client import Enclave
+
+    bundle = _read_bundle(arguments.path)
+    validate_cape_app(bundle)
+    with Enclave() as enclave:
+        data = _run_input(arguments, enclave.public_key())
+        result = enclave.invoke(bundle, data, timeout=arguments.timeout)
+    return _print_result(result, arguments.output)
+
+
+def _run_input(arguments: argparse.Namespace, key: PublicKey) -> Sealed | None:
+    """Return the run's input sealed to `key`: from -f FILE, -f - (standard input), INPUT text or nothing."""
+    from .sdk import load_input_file
+    from .sealing import seal
+
+    parser: argparse.ArgumentParser = arguments.command_parser
+    if arguments.file is not None and arguments.input is not None:
+        parser.error("give the input either as INPUT or with -f FILE, not both")
+    if arguments.file == "-":
+        data = sys.stdin.buffer.read()
+        if not data:
+            raise ConfidentialNBError("standard input is empty; pipe the function's input data into the command")
+        return Sealed(data) if data.startswith(SEALED_MAGIC) else seal(data, key=key)
+    if arguments.file is not None:
+        return load_input_file(_checked_input(arguments.file), key)
+    if arguments.input is not None:
+        return seal(arguments.input.encode(), key=key)
+    return None
+
+
+def _print_result(result: RunResult, output: str) -> int:
+    """Print notices on standard error and the result as the last line of standard output."""
+    receipt = result.receipt
+    if receipt is not None:
+        print(f"receipt verified (function {receipt.function_checksum[:12]})", file=sys.stderr)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    value = plain_value(result.value)
+    print(json.dumps(value) if output == "json" else repr(value))
+    return 0
+
+
+def plain_value(value: Any) -> Any:
+    """Return `value` with numpy and pandas values turned into plain Python numbers, lists and dicts for printing."""
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(value, dict):
+        return {plain_value(key): plain_value(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_value(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return plain_value(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, pd.DataFrame):
+        return plain_value(value.to_dict(orient="list"))
+    if isinstance(value, pd.Series):
+        return plain_value(value.tolist())
+    return value
 
 
 def _add_list(commands: Any) -> None:

@@ -198,6 +198,40 @@ class ConfidentialMagics(Magics):
         namespace[out_name] = result
         show_result(result)
 
+    @magic_arguments(name="%cape_run")
+    @argument("function", help="The deployed function's id or name, as 'confidential-nb deploy' printed it.")
+    @argument("--input", dest="input", metavar="SEALED", help="Name of the notebook variable with the Sealed input.")
+    @argument("--out", default="run", help="Name of the variable that receives the RunResult (default: run).")
+    @argument("--timeout", metavar="SECONDS", help=_TIMEOUT_HELP)
+    @line_magic
+    def cape_run(self, line: str) -> None:
+        """Run a deployed Cape function's ``cape_handler`` on a sealed input and bind the `RunResult`.
+
+        Example::
+
+            %cape_run word-count --input sealed --out counts
+
+        Afterwards ``counts.value`` holds what ``cape_handler`` returned.
+        """
+        __tracebackhide__ = True
+        from . import registry
+        from .client import default_enclave
+
+        args = _parse_magic_line(self.cape_run, line, "%cape_run")
+        namespace = self._shell.user_ns
+        sealed = next(iter(resolve_inputs(namespace, [args.input], None).values())) if args.input else None
+        timeout = parse_timeout(args.timeout)
+        out_name = validate_identifier(args.out, "--out")
+
+        try:
+            ref = registry.resolve(args.function)
+            result = default_enclave().invoke(registry.load_bundle(ref), sealed, timeout=timeout)
+        except ConfidentialNBError as error:
+            raise error.with_traceback(None)
+
+        namespace[out_name] = result
+        show_result(result)
+
     @line_magic
     def cape_status(self, line: str) -> None:
         """Print the status of the shared enclave: processes, key, sandbox layers.

@@ -145,6 +145,9 @@ def deploy(bundle: Bundle, name: str | None = None, home: str | os.PathLike[str]
 def _new_id(root: Path, names: dict[str, str]) -> str:
     while True:
         candidate = secrets.token_urlsafe(12)
+        # An id starting with "-" would read as an option on the command line ('confidential-nb run -x...').
+        if candidate[0] in "-_":
+            continue
         if candidate not in names and not _function_folder(root, candidate).exists():
             return candidate
 

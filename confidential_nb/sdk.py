@@ -1,4 +1,4 @@
-"""The Cape-style Python SDK: get the attested key, seal data, deploy and manage functions.
+"""The Cape-style Python SDK: get the attested key, seal data, deploy, run and manage functions.
 
 `Client` wraps the lower-level parts (`Enclave`, `seal`, `seal_file`, the
 bundle loader and the registry) behind the calls of Cape's SDK, on one key
@@ -14,13 +14,18 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .errors import AttestationError
+from .bundles import Bundle
+from .errors import AttestationError, BundleError, ConfidentialNBError
 from .keys import PublicKey, home_dir
 from .policy import Policy
 from .registry import FunctionRef
 from .sealing import Sealed
+
+if TYPE_CHECKING:
+    from .client import Enclave
+    from .results import RunResult
 
 log = logging.getLogger("confidential_nb.sdk")
 
@@ -134,11 +139,7 @@ def _verify_saved_document(document: Any, platform: str) -> PublicKey:
 
 
 class Client:
-    """Cape-style SDK on one key home (default: ``$CONFIDENTIAL_NB_HOME``, see `keys.home_dir`).
-
-    NOTE: ``run(function, data)`` and ``connect()`` come once enclaves can
-    invoke a deployed function's ``cape_handler``.
-    """
+    """Cape-style SDK on one key home (default: ``$CONFIDENTIAL_NB_HOME``, see `keys.home_dir`)."""
 
     def __init__(self, home: str | os.PathLike[str] | None = None) -> None:
         self.home = Path(home).resolve() if home is not None else home_dir()
@@ -226,3 +227,78 @@ class Client:
         from . import registry
 
         return registry.delete(id_or_name, self.home)
+
+    def run(self, function: FunctionRef | str, data: Any = None, *, function_checksum: str | None = None,
+            timeout: float | None = None) -> RunResult:
+        """Run a deployed function's ``cape_handler`` once on `data` in a fresh enclave and return the result.
+
+        `data` is a `Sealed` (passed through), bytes, a DataFrame, a path to
+        a sealed or plain file, or None for empty input; anything not sealed
+        yet is sealed on this side to the enclave's attested key. With
+        `function_checksum`, a function whose checksum differs is not run.
+        """
+        with self.connect(function, function_checksum=function_checksum) as session:
+            return session.invoke(data, timeout=timeout)
+
+    def connect(self, function: FunctionRef | str, *, function_checksum: str | None = None) -> Session:
+        """Start an enclave for repeated runs of one deployed function; close it with ``with`` or `Session.close`."""
+        from . import registry
+        from .client import Enclave
+
+        ref = function if isinstance(function, FunctionRef) else registry.resolve(function, self.home)
+        if function_checksum is not None and ref.checksum != check_fingerprint(function_checksum):
+            raise BundleError(f"function {ref.name} ({ref.id}) has checksum {ref.checksum}, not the expected "
+                              f"{function_checksum.lower()}; check which code was deployed under that name")
+        bundle = registry.load_bundle(ref, self.home)
+        return Session(Enclave(self.home), ref, bundle)
+
+
+class Session:
+    """Repeated runs of one deployed function on one warm enclave."""
+
+    def __init__(self, enclave: Enclave, ref: FunctionRef, bundle: Bundle) -> None:
+        self.enclave = enclave
+        self.function = ref
+        self.bundle = bundle
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def invoke(self, data: Any = None, *, timeout: float | None = None) -> RunResult:
+        """Run the function's ``cape_handler`` on `data` (see `Client.run`) and return the result."""
+        result = self.enclave.invoke(self.bundle, self._sealed(data), timeout=timeout)
+        # The enclave computed this from the code it ran, so it also catches a registry changed on disk.
+        ran = result.receipt.function_checksum if result.receipt is not None else "unknown"
+        if ran != self.function.checksum:
+            raise BundleError(f"the enclave ran code with checksum {ran}, not the deployed "
+                              f"{self.function.checksum}; deploy the function again")
+        return result
+
+    def _sealed(self, data: Any) -> Sealed | None:
+        from .sealing import seal
+
+        if data is None or isinstance(data, Sealed):
+            return data
+        if isinstance(data, (str, os.PathLike)):
+            return load_input_file(Path(data), self.enclave.public_key())
+        return seal(data, key=self.enclave.public_key())
+
+    def close(self) -> None:
+        """Stop the session's enclave."""
+        self.enclave.close()
+
+
+def load_input_file(path: Path, key: PublicKey) -> Sealed:
+    """Return a sealed file as it is, or seal a plain file's bytes to `key` in memory."""
+    from .sealing import MAGIC, seal
+
+    with open(path, "rb") as handle:
+        start = handle.read(len(MAGIC))
+    if start == MAGIC:
+        return Sealed.load(path)
+    if not start and path.stat().st_size == 0:
+        raise ConfidentialNBError(f"the input file {path} is empty; pass a file with the function's input data")
+    return seal(path.read_bytes(), key=key)

@@ -277,3 +277,12 @@ def test_function_ref_rejects_bad_json(text: str) -> None:
 def test_function_ref_load_missing_file(tmp_path: Path) -> None:
     with pytest.raises(BundleError, match="cannot read function reference"):
         FunctionRef.load(tmp_path / "absent.json")
+
+
+
+def test_function_ids_start_alphanumeric(tmp_path):
+    # Without the rule, 1,000 ids all avoiding a leading "-" or "_" has probability (62/64)**1000, about 1e-14.
+    from confidential_nb import registry
+
+    ids = [registry._new_id(tmp_path, {}) for _ in range(1000)]
+    assert all(identifier[0].isalnum() for identifier in ids)
