@@ -235,7 +235,11 @@ def shell() -> Iterator[InteractiveShell]:
 
     ipython = InteractiveShell.instance()
     register_magics(ipython)
+    # The shell is a process-wide instance that other test modules use too, so its namespace is restored.
+    before = set(ipython.user_ns)
     yield ipython
+    for name in set(ipython.user_ns) - before:
+        del ipython.user_ns[name]
     client.close_default_enclaves()
 
 
