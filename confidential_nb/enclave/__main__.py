@@ -9,11 +9,13 @@ debug enclave.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import logging
+import os
+import select
 import signal
 import socket
 import sys
+import threading
 from pathlib import Path
 
 from ..errors import ConfidentialNBError
@@ -21,13 +23,12 @@ from ..keys import ensure_keys
 from ..protocol import send_message
 from .service import become_service_account, preload_monitor_modules, resolve_service_account
 
-_PR_SET_PDEATHSIG = 1
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="confidential_nb.enclave")
     parser.add_argument("--home", type=Path, required=True, help="key home directory")
     parser.add_argument("--fd", type=int, help="inherited socket to serve the host on")
+    parser.add_argument("--host-pid", type=int, help="process whose end ends this enclave (default: the parent)")
     parser.add_argument("--no-audit-hook", action="store_true", help="run cells without the runtime audit hook")
     parser.add_argument("--service-user", help="user name or uid to run the monitor as after it loads the keys "
                                                "(service-account mode; the enclave must start as root)")
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     # The kernel's interrupt reaches its process group, not ours; a dying host ends us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    watch_host(arguments.host_pid if arguments.host_pid is not None else os.getppid())
 
     from .monitor import Monitor
 
@@ -68,8 +69,6 @@ def main(argv: list[str] | None = None) -> int:
     if account is not None:
         preload_monitor_modules()
         become_service_account(account, monitor.runner_gid)
-        # Switching accounts cleared the parent-death signal.
-        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
         logging.getLogger("confidential_nb.enclave").info("monitor now runs as the service account %s", account.name)
     try:
         monitor.serve()
@@ -78,6 +77,28 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         monitor.close()
     return 0
+
+
+def watch_host(pid: int) -> None:
+    """End this enclave, through its SIGTERM handler, when process `pid` ends, however it ends.
+
+    A parent-death signal would not do: the kernel sends it when the host
+    thread that started the enclave ends, and a notebook may start the
+    enclave from a worker thread. A pidfd refers to the process, and it
+    stays usable after a switch to the service account.
+    """
+    try:
+        descriptor = os.pidfd_open(pid)
+    except ProcessLookupError:
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+
+    def wait() -> None:
+        select.select([descriptor], [], [])
+        logging.getLogger("confidential_nb.enclave").info("host process %d ended; shutting down", pid)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=wait, name="confidential_nb-host-watch", daemon=True).start()
 
 
 def _configure_logging(home: Path) -> None:
