@@ -24,6 +24,7 @@ from typing import Any
 
 from .errors import AttestationError
 from .keys import PublicKey, b64, canonical_json, unb64
+from .progress_records import progress_digest
 
 _DOCUMENT_CONTEXT = b"confidential_nb attestation v1\x00"
 _RECEIPT_CONTEXT = b"confidential_nb receipt v1\x00"
@@ -373,12 +374,25 @@ class Receipt:
             raise AttestationError("receipt names a different enclave key than the one verifying it")
         return True
 
-    def check_binding(self, *, nonce: str, result: bytes) -> None:
-        """Raise `AttestationError` unless the receipt binds this run's nonce and result bytes."""
+    def check_binding(self, *, nonce: str, result: bytes, progress: list[dict[str, Any]] | None = None) -> None:
+        """Raise `AttestationError` unless the receipt binds this run's nonce, result bytes and progress records.
+
+        `progress`, the records received during the run, is checked against
+        the receipt's progress digest when given.
+        """
         if self.body.get("nonce") != nonce:
             raise AttestationError("receipt does not carry this run's nonce; it may belong to another run")
         if self.result_digest != hashlib.sha256(result).hexdigest():
             raise AttestationError("receipt's result digest does not match the result received")
+        if progress is not None and self.body.get("progress_digest") != progress_digest(progress):
+            raise AttestationError(f"receipt's progress digest does not match the {len(progress)} progress records "
+                                   "received")
+
+    @property
+    def progress_records(self) -> int:
+        """How many progress records the enclave sent during the run (0 in receipts older than the field)."""
+        count = self.body.get("progress_records", 0)
+        return count if type(count) is int else 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"receipt": self.body, "signature": b64(self.signature)}

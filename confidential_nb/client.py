@@ -13,26 +13,29 @@ import contextlib
 import logging
 import os
 import secrets
+import select
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 import warnings
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from . import errors
 from .keys import SERVICE_USER_VARIABLE, PublicKey, home_dir, load_public_key
-from .protocol import ProtocolError, recv_message, send_message
+from .protocol import ProtocolError, recv_message, send_fd, send_message
 from .sandbox import clean_environment
 
 if TYPE_CHECKING:
     from .attestation import AttestationDocument
+    from .background import BackgroundRun
     from .bundles import Bundle
     from .results import RunResult
     from .sealing import Sealed
@@ -43,6 +46,12 @@ log = logging.getLogger("confidential_nb.client")
 _HOST_GRACE_SECONDS = 30.0
 _START_TIMEOUT_SECONDS = 60.0
 _RESERVED_NAMES = frozenset({"result", "__builtins__", "__name__"})
+# How long an interrupted run may take to confirm that it stopped before its channel is dropped.
+_CANCEL_WAIT_SECONDS = 1.0
+# How often a waiting run checks its cancel event.
+_CANCEL_POLL_SECONDS = 0.1
+
+ProgressCallback = Callable[[dict[str, Any]], None]
 
 _ERROR_KINDS: dict[str, type[errors.ConfidentialNBError]] = {
     "exception": errors.EnclaveError,
@@ -55,6 +64,8 @@ _ERROR_KINDS: dict[str, type[errors.ConfidentialNBError]] = {
     "egress": errors.EgressError,
     "encoding": errors.EncodingError,
     "bundle": errors.BundleError,
+    "cancelled": errors.RunCancelledError,
+    "protocol": errors.ProtocolError,
 }
 
 # The name under which a Cape function's input appears in its receipt.
@@ -134,6 +145,9 @@ class Enclave:
         self.service_user = service_user
         self._process: subprocess.Popen[bytes] | None = None
         self._channel: socket.socket | None = None
+        # Run channels not in use, of the monitor started `_generation`-th; each run takes one.
+        self._idle_channels: list[socket.socket] = []
+        self._generation = 0
         self._key: PublicKey | None = None
         self._document: AttestationDocument | None = None
         self._lock = threading.Lock()
@@ -159,7 +173,8 @@ class Enclave:
 
         ours, theirs = socket.socketpair()
         process = subprocess.Popen(
-            _monitor_command(self.home, "--fd", str(theirs.fileno()), *(["--debug"] if self.debug else []),
+            _monitor_command(self.home, "--fd", str(theirs.fileno()), "--host-pid", str(os.getpid()),
+                             *(["--debug"] if self.debug else []),
                              *([] if self.audit_hook else ["--no-audit-hook"]), service_user=self.service_user),
             pass_fds=(theirs.fileno(),), env=clean_environment(), start_new_session=True,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -227,6 +242,10 @@ class Enclave:
     def _close_locked(self) -> None:
         process, channel = self._process, self._channel
         self._process = self._channel = None
+        self._generation += 1
+        for idle in self._idle_channels:
+            idle.close()
+        self._idle_channels.clear()
         self._finalizer.detach()
         _stop_process(process, channel)
 
@@ -236,35 +255,67 @@ class Enclave:
 
     # Requests
 
-    def _request(self, header: dict[str, Any], attachments: list[bytes], timeout: float) -> tuple[dict[str, Any], list[bytes]]:
-        """Send one request and wait for its reply; on any failure mid-way, stop the monitor."""
+    def _request(self, header: dict[str, Any], timeout: float, descriptor: int | None = None) -> dict[str, Any]:
+        """Send one control request (with `descriptor`, if given) and return its reply; on a failure, stop the monitor."""
         assert self._channel is not None
         try:
             self._channel.settimeout(timeout)
-            send_message(self._channel, header, attachments)
-            return recv_message(self._channel)
+            send_fd(self._channel, header, descriptor)
+            reply, _ = recv_message(self._channel)
+            return reply
         except TimeoutError:
             self._close_locked()
             raise errors.EnclaveTimeoutError(
-                f"the enclave did not respond within {timeout:g} seconds and was restarted; try the run again"
+                f"the enclave did not respond within {timeout:g} seconds and was restarted; try again"
             ) from None
         except (ProtocolError, OSError) as exc:
             self._close_locked()
             raise errors.EnclaveError(
                 f"the enclave process stopped unexpectedly ({exc}); it restarts on the next run, see {self.home / 'enclave.log'}"
             ) from None
-        except KeyboardInterrupt:
+        except BaseException:
             # An interrupt leaves the channel mid-message, so the monitor cannot be reused.
             self._close_locked()
-            raise KeyboardInterrupt("the run was interrupted; the enclave was stopped and starts again on the next run") from None
-        except BaseException:
-            self._close_locked()
             raise
+
+    # Run channels
+
+    def _take_channel(self) -> tuple[socket.socket, int]:
+        """Start the monitor if needed and return an idle run channel, or a new one, with its monitor's generation."""
+        with self._lock:
+            self._start_locked()
+            if self._idle_channels:
+                return self._idle_channels.pop(), self._generation
+            ours, theirs = socket.socketpair()
+            try:
+                reply = self._request({"op": "channel"}, _START_TIMEOUT_SECONDS, theirs.fileno())
+            finally:
+                theirs.close()
+            if not reply.get("ok"):
+                ours.close()
+                raise errors.EnclaveError(f"the enclave refused a new run channel: {reply.get('message')}")
+            return ours, self._generation
+
+    def _return_channel(self, channel: socket.socket, generation: int) -> None:
+        with self._lock:
+            if generation == self._generation and self.running:
+                self._idle_channels.append(channel)
+                return
+        channel.close()
+
+    def _monitor_failed(self, generation: int, exc: BaseException) -> errors.EnclaveError:
+        """Stop a monitor whose run channel broke, unless it was restarted meanwhile; return the error to raise."""
+        with self._lock:
+            if generation == self._generation:
+                self._close_locked()
+        return errors.EnclaveError(
+            f"the enclave process stopped unexpectedly ({exc}); it restarts on the next run, see {self.home / 'enclave.log'}"
+        )
 
     def _attest_locked(self, nonce: str, user_data: str | None = None) -> AttestationDocument:
         from .attestation import AttestationDocument
 
-        header, _ = self._request({"op": "attest", "nonce": nonce, "user_data": user_data}, [], _START_TIMEOUT_SECONDS)
+        header = self._request({"op": "attest", "nonce": nonce, "user_data": user_data}, _START_TIMEOUT_SECONDS)
         if not header.get("ok"):
             raise errors.AttestationError(f"the enclave failed to attest: {header.get('message')}")
         return AttestationDocument.from_dict(header.get("document"))
@@ -300,7 +351,7 @@ class Enclave:
 
         with self._lock:
             self._start_locked()
-            header, _ = self._request({"op": "status"}, [], _START_TIMEOUT_SECONDS)
+            header = self._request({"op": "status"}, _START_TIMEOUT_SECONDS)
             assert self._process is not None and self._key is not None
             return {
                 "running": True,
@@ -316,6 +367,9 @@ class Enclave:
                 "default_memory_bytes": DEFAULT_MEMORY_BYTES,
                 "layers": header.get("layers", {}),
                 "service_account": header.get("service_account"),
+                "active_runs": header.get("active_runs"),
+                "waiting_runs": header.get("waiting_runs"),
+                "max_parallel_runs": header.get("max_parallel_runs"),
             }
 
     def run(
@@ -327,6 +381,8 @@ class Enclave:
         timeout: float | None = None,
         memory: int | str | None = None,
         debug: bool = False,
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
     ) -> RunResult:
         """Run `source` in a fresh runner with `inputs` unsealed and `params` bound by name.
 
@@ -335,9 +391,43 @@ class Enclave:
         4 GiB or 4x the sealed inputs, whichever is larger. Every run of a
         debug enclave is a debug run; a normal enclave rejects ``debug=True``
         with a `PolicyError`.
+
+        While the library's models train, `progress` is called with each
+        progress record the enclave sends: a dict with ``model``, ``epoch``,
+        ``epochs``, ``loss`` and ``accuracy``. Setting the `cancel` event, or
+        interrupting the thread that waits here (Ctrl-C, the notebook's stop
+        button), stops the run: the former raises `RunCancelledError`, the
+        latter `KeyboardInterrupt`, and the enclave stays up for the next run.
+        Runs from several threads go on in parallel, one per core.
         """
         request, attachments = _build_request(source, inputs or {}, params or {}, debug or self.debug)
-        return self._send_run(request, attachments, timeout, memory)
+        return self._send_run(request, attachments, timeout, memory, progress, cancel)
+
+    def submit(
+        self,
+        source: str,
+        inputs: Mapping[str, Sealed] | None = None,
+        params: Mapping[str, object] | None = None,
+        *,
+        timeout: float | None = None,
+        memory: int | str | None = None,
+        debug: bool = False,
+    ) -> BackgroundRun:
+        """Start `run` in a background thread and return its `BackgroundRun` at once.
+
+        The arguments are checked here, so a bad one raises before anything
+        starts. Submitted runs go on in parallel, one per core; more wait for a
+        free core inside the enclave.
+        """
+        from .background import BackgroundRun
+
+        request, attachments = _build_request(source, inputs or {}, params or {}, debug or self.debug)
+        _add_limits(request, timeout, memory)
+
+        def start(progress: ProgressCallback, cancel: threading.Event) -> RunResult:
+            return self._send_run(request, attachments, timeout, memory, progress, cancel)
+
+        return BackgroundRun(start, label=f"run {request['run_id'][:8]}")
 
     def invoke(
         self,
@@ -347,6 +437,8 @@ class Enclave:
         timeout: float | None = None,
         memory: int | str | None = None,
         debug: bool = False,
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
     ) -> RunResult:
         """Call a Cape function's ``cape_handler(input_bytes)`` in a fresh runner and return what it returns.
 
@@ -357,30 +449,123 @@ class Enclave:
         which is its working directory and is first on ``sys.path``. The
         enclave computes the function checksum from the bundle itself, and
         the receipt names it with ``function_kind`` ``"cape_function"``.
-        Timeouts, memory limits, debug runs and interrupts work as in `run`;
-        an exception's line is its line in app.py.
+        Timeouts, memory limits, debug runs, progress, cancelling and
+        interrupts work as in `run`; an exception's line is its line in app.py.
         """
         request, attachments = _build_invoke_request(bundle, data, debug or self.debug)
-        return self._send_run(request, attachments, timeout, memory)
+        return self._send_run(request, attachments, timeout, memory, progress, cancel)
 
     def _send_run(self, request: dict[str, Any], attachments: list[bytes], timeout: float | None,
-                  memory: int | str | None) -> RunResult:
-        """Add the run's limits to `request`, send it and return the checked result."""
-        from .limits import DEFAULT_TIMEOUT_SECONDS, MAX_MEMORY_BYTES, MAX_TIMEOUT_SECONDS, format_size, parse_size
+                  memory: int | str | None, progress: ProgressCallback | None = None,
+                  cancel: threading.Event | None = None) -> RunResult:
+        """Add the run's limits to `request`, send it on a run channel and return the checked result."""
+        wait = _add_limits(request, timeout, memory)
+        channel, generation = self._take_channel()
+        exchange = _RunExchange(channel, progress, cancel)
+        try:
+            header, replies = exchange.run(request, attachments, wait + _HOST_GRACE_SECONDS)
+        except TimeoutError:
+            with self._lock:
+                if generation == self._generation:
+                    self._close_locked()
+            raise errors.EnclaveTimeoutError(
+                f"the enclave did not respond within {wait + _HOST_GRACE_SECONDS:g} seconds and was restarted; "
+                "try the run again"
+            ) from None
+        except (ProtocolError, OSError) as exc:
+            raise self._monitor_failed(generation, exc) from None
+        finally:
+            if exchange.reusable:
+                self._return_channel(channel, generation)
+            else:
+                channel.close()
+        assert self._key is not None
+        return _finish_run(header, replies, request["nonce"], self._key, self.debug, request["op"], exchange.records)
 
-        wait = float(timeout) if timeout is not None else DEFAULT_TIMEOUT_SECONDS
-        if not 0 < wait <= MAX_TIMEOUT_SECONDS:
-            raise ValueError(f"invalid timeout {timeout!r}: expected a number of seconds above 0 and at most {MAX_TIMEOUT_SECONDS:g}")
-        request["timeout"] = wait
-        request["memory"] = parse_size(memory) if memory is not None else None
-        if request["memory"] is not None and request["memory"] > MAX_MEMORY_BYTES:
-            raise ValueError(f"invalid memory {memory!r}: the largest limit is {format_size(MAX_MEMORY_BYTES)}")
 
-        with self._lock:
-            self._start_locked()
-            header, replies = self._request(request, attachments, wait + _HOST_GRACE_SECONDS)
-            assert self._key is not None
-            return _finish_run(header, replies, request["nonce"], self._key, self.debug, request["op"])
+def _add_limits(request: dict[str, Any], timeout: float | None, memory: int | str | None) -> float:
+    """Check the run's limits and add them to `request`; return the timeout in seconds."""
+    from .limits import DEFAULT_TIMEOUT_SECONDS, MAX_MEMORY_BYTES, MAX_TIMEOUT_SECONDS, format_size, parse_size
+
+    wait = float(timeout) if timeout is not None else DEFAULT_TIMEOUT_SECONDS
+    if not 0 < wait <= MAX_TIMEOUT_SECONDS:
+        raise ValueError(f"invalid timeout {timeout!r}: expected a number of seconds above 0 and at most {MAX_TIMEOUT_SECONDS:g}")
+    request["timeout"] = wait
+    request["memory"] = parse_size(memory) if memory is not None else None
+    if request["memory"] is not None and request["memory"] > MAX_MEMORY_BYTES:
+        raise ValueError(f"invalid memory {memory!r}: the largest limit is {format_size(MAX_MEMORY_BYTES)}")
+    return wait
+
+
+class _RunExchange:
+    """One run's messages on its run channel: the request, progress records, the reply, and cancelling.
+
+    The channel is `reusable` afterwards only when every message of the
+    run, and of a cancel, was read in full.
+    """
+
+    def __init__(self, channel: socket.socket, progress: ProgressCallback | None, cancel: threading.Event | None) -> None:
+        self.channel = channel
+        self.progress = progress
+        self.cancel = cancel
+        self.records: list[dict[str, Any]] = []
+        self.reusable = False
+
+    def run(self, request: dict[str, Any], attachments: list[bytes], timeout: float) -> tuple[dict[str, Any], list[bytes]]:
+        deadline = time.monotonic() + timeout
+        self.channel.settimeout(timeout)
+        try:
+            send_message(self.channel, request, attachments)
+            header, replies = self._await_reply(deadline)
+        except KeyboardInterrupt:
+            self._stop()
+            raise KeyboardInterrupt("the run was interrupted and stopped; the enclave stays up for the next run") from None
+        except BaseException:
+            self._stop()
+            raise
+        self.reusable = True
+        return header, replies
+
+    def _await_reply(self, deadline: float) -> tuple[dict[str, Any], list[bytes]]:
+        """Return the run's reply, passing progress records to the callback and watching the cancel event."""
+        while True:
+            if not self._wait_readable(deadline):
+                self._stop()
+                raise errors.RunCancelledError("the run was cancelled and stopped; the enclave stays up for the next run")
+            header, replies = recv_message(self.channel, deadline=deadline)
+            if header.get("op") != "progress":
+                return header, replies
+            self._progress(header.get("record"))
+
+    def _wait_readable(self, deadline: float) -> bool:
+        """Wait until the channel has data; return False when the cancel event was set first."""
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("the enclave did not reply before the deadline")
+            step = min(remaining, _CANCEL_POLL_SECONDS) if self.cancel is not None else remaining
+            readable, _, _ = select.select([self.channel], [], [], step)
+            if readable:
+                return True
+            if self.cancel is not None and self.cancel.is_set():
+                return False
+
+    def _progress(self, raw: object) -> None:
+        from .progress_records import normalize_record
+
+        record = normalize_record(raw)
+        if record is None:
+            raise ProtocolError("the enclave sent a malformed progress record")
+        self.records.append(record)
+        if self.progress is not None:
+            self.progress(record)
+
+    def _stop(self) -> None:
+        """Ask the monitor to stop the run; the channel is dropped afterwards, since a reply may be half read."""
+        with contextlib.suppress(OSError):
+            self.channel.settimeout(_CANCEL_WAIT_SECONDS)
+            send_message(self.channel, {"op": "cancel"})
+        self.reusable = False
 
 
 def _build_request(source: str, inputs: Mapping[str, Sealed], params: Mapping[str, object], debug: bool) -> tuple[dict[str, Any], list[bytes]]:
@@ -448,7 +633,7 @@ def _check_name(name: object, role: str) -> None:
 
 
 def _finish_run(header: dict[str, Any], attachments: list[bytes], nonce: str, key: PublicKey, debug: bool,
-                operation: str = "run") -> RunResult:
+                operation: str = "run", progress: list[dict[str, Any]] | None = None) -> RunResult:
     """Check the reply to a run (operation ``run``) or an invoke, and return its result or raise its error."""
     from .attestation import Receipt
     from .result_codec import decode_result
@@ -468,7 +653,7 @@ def _finish_run(header: dict[str, Any], attachments: list[bytes], nonce: str, ke
     receipt.verify(allow_debug=debug)
     if receipt.debug != debug:
         raise errors.AttestationError(f"the receipt's debug flag is {receipt.debug}, but this enclave's is {debug}")
-    receipt.check_binding(nonce=nonce, result=blob)
+    receipt.check_binding(nonce=nonce, result=blob, progress=progress)
     value = decode_result(blob)
     output = header.get("output")
     return RunResult(value=value, receipt=receipt, withheld_lines=_withheld_lines(header), warnings=texts,

@@ -37,6 +37,10 @@ class EnclaveTimeoutError(EnclaveError):
     """A run exceeded its wall-clock timeout and was stopped."""
 
 
+class RunCancelledError(EnclaveError):
+    """A run was cancelled (`BackgroundRun.cancel`, or `Enclave.run`'s cancel event) and stopped."""
+
+
 class EnclaveResourceError(EnclaveError):
     """A run exceeded a resource limit (memory, CPU time, file size, open files)."""
 

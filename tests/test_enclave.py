@@ -25,7 +25,7 @@ from confidential_nb.errors import (
     SealError,
 )
 from confidential_nb.functions import cell_checksum
-from processes import descendants, wait_until_gone
+from processes import descendants, runner_processes, wait_until_gone, wait_until_no_runners
 
 
 @pytest.fixture(scope="module")
@@ -251,7 +251,7 @@ def test_run_bad_arguments_rejected_before_sending(enclave, kwargs, error, patte
         enclave.run("1", **kwargs)
 
 
-def test_run_interrupt_restarts_enclave(key_home):
+def test_run_interrupt_stops_run_and_keeps_enclave(key_home):
     source = (
         "import os, time\n"
         "try:\n"
@@ -265,24 +265,25 @@ def test_run_interrupt_restarts_enclave(key_home):
     seen: set[int] = set()
 
     def interrupt() -> None:
-        # Every process of the enclave, the running cell included, as the interrupt arrives.
-        seen.update(descendants(first_pid))
+        # Every process of the run, the cell and the child it detached included, as the interrupt arrives.
+        seen.update(runner_processes(zygote))
         os.kill(os.getpid(), signal.SIGINT)
 
     with Enclave(key_home) as local:
-        first_pid = local.status()["monitor_pid"]
+        status = local.status()
+        first_pid, zygote = status["monitor_pid"], status["zygote_pid"]
         timer = threading.Timer(1.0, interrupt)
         timer.start()
-        with pytest.raises(KeyboardInterrupt, match="starts again on the next run"):
+        with pytest.raises(KeyboardInterrupt, match="stays up for the next run"):
             local.run(source)
         timer.join()
 
-        assert not local.running
-        assert wait_until_gone(first_pid)
         assert len(seen) >= 3
         assert all(wait_until_gone(pid) for pid in seen)
+        assert wait_until_no_runners(zygote)
+        assert local.running
         assert local.run("'back'").value == "back"
-        assert local.status()["monitor_pid"] != first_pid
+        assert local.status()["monitor_pid"] == first_pid
 
 
 def test_enclave_close_leaves_no_process(key_home):

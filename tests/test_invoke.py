@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 import confidential_nb
+from processes import wait_until_no_runners
 from confidential_nb import Enclave, Sealed
 from confidential_nb.bundles import Bundle, bundle_checksum, read_bundle
 from confidential_nb.datasets import load_breast_cancer
@@ -276,19 +277,19 @@ def test_invoke_memory_limit_raises_resource_error(enclave, tmp_path):
         enclave.invoke(bundle, memory="2G")
 
 
-def test_invoke_interrupt_stops_enclave(key_home, tmp_path):
+def test_invoke_interrupt_stops_run_and_keeps_enclave(key_home, tmp_path):
     bundle = handler_app(tmp_path, "import time\ntime.sleep(60)\n")
     with Enclave(key_home) as local:
         first_pid = local.status()["monitor_pid"]
         timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
         timer.start()
-        with pytest.raises(KeyboardInterrupt, match="starts again on the next run"):
+        with pytest.raises(KeyboardInterrupt, match="stays up for the next run"):
             local.invoke(bundle)
         timer.join()
 
-        assert not local.running
+        assert wait_until_no_runners(local.status()["zygote_pid"])
         assert local.invoke(handler_app(tmp_path / "next", "return 'back'\n")).value == "back"
-        assert local.status()["monitor_pid"] != first_pid
+        assert local.status()["monitor_pid"] == first_pid
 
 
 def test_invoke_policy_allows_bundle_checksum(enclave, tutorial):

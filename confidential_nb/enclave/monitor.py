@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,7 @@ from ..errors import BundleError, ProtocolError
 from ..functions import cell_checksum
 from ..keys import EnclaveKeys, canonical_json
 from ..limits import DEFAULT_FILE_SIZE_BYTES, DEFAULT_OPEN_FILES, DEFAULT_TIMEOUT_SECONDS, format_size, memory_limit_for
-from ..protocol import MessageTooLargeError, PeerClosedError, recv_message, send_fd, send_message
+from ..protocol import MessageTooLargeError, PeerClosedError, recv_fd, recv_message, send_fd, send_message
 from ..cgroup import create_pids_cgroup
 from ..sandbox import Limits, SandboxState, clean_environment, layer_report, measured_layers
 from ..view import view_spec
@@ -39,12 +40,15 @@ from .inputs import InputRejected, OpenedInput, open_inputs
 from .egress import MAX_WARNINGS, fit_text_to_budget, guard_failure, guarded_output, guarded_warnings, text_size
 from .service import ServiceAccount
 from .result_guard import EgressRejected, SealedSource, guard_result
+from .run_session import ProgressRelay, RunSession
 
 log = logging.getLogger("confidential_nb.enclave")
 
 # Host uid of runners when the enclave starts as root: "nobody" on Debian and most distributions.
 DEFAULT_RUNNER_UID = 65534
 _ZYGOTE_START_SECONDS = 60.0
+# How often a run waiting for a free core checks whether the host cancelled it.
+_SLOT_POLL_SECONDS = 0.1
 
 # A run without sealed inputs has no policy; its result may still not exceed this size.
 NO_INPUT_RESULT_LIMIT_BYTES = 1024**3
@@ -61,6 +65,10 @@ _LIMIT_ADVICE = {
     "CPU time": "the CPU-time limit follows --timeout (or timeout=), so raise that",
     "file size": f"files in the run's scratch directory may not exceed {format_size(DEFAULT_FILE_SIZE_BYTES)}",
 }
+
+
+class MalformedProgress(ProtocolError):
+    """A runner's progress message failed the checks, so the cell wrote it."""
 
 
 @dataclass
@@ -130,7 +138,13 @@ class Monitor:
                 log.info("sandbox layer %s is unavailable: %s", name, layer["detail"])
         self.runs = 0
         self.document: AttestationDocument | None = None
-        self.reaped: set[int] = set()
+        # Runs on different run channels go on in parallel, one per core; the zygote serves one request at a time.
+        self.max_parallel_runs = parallel_run_limit()
+        self._slots = threading.BoundedSemaphore(self.max_parallel_runs)
+        self._zygote_lock = threading.Lock()
+        self._counts_lock = threading.Lock()
+        self.active_runs = 0
+        self.waiting_runs = 0
 
     def _start_zygote(self) -> tuple[subprocess.Popen[bytes], socket.socket, dict[str, Any], str | None]:
         """Start the zygote inside the sandbox, or without the sandbox's view if this machine cannot build it."""
@@ -186,23 +200,80 @@ class Monitor:
         return process, ours, hello
 
     def serve(self) -> None:
+        """Serve the control channel: attestation, status and new run channels, until the host closes it.
+
+        Runs go over run channels, each served by its own thread, so that
+        several runs can go on at once and a control request never waits
+        for a run.
+        """
         while True:
             try:
-                header, attachments = recv_message(self.channel)
+                header, descriptor = recv_fd(self.channel)
             except PeerClosedError:
                 log.info("host closed the channel; shutting down")
                 return
-            if header.get("op") == "shutdown":
+            operation = header.get("op")
+            if operation == "shutdown":
                 send_message(self.channel, {"ok": True})
                 return
-            try:
-                reply = self.handle(header, attachments)
-            except Exception:  # One bad request must not end the enclave; the host gets an error instead.
-                log.exception("request %r failed inside the monitor", header.get("op"))
-                reply = failure("internal", f"the enclave failed to handle the request; see enclave.log in {self.home}")
+            if operation == "channel" and descriptor is not None:
+                self._start_run_channel(socket.socket(fileno=descriptor))
+                send_message(self.channel, {"ok": True})
+                continue
+            if descriptor is not None:
+                os.close(descriptor)
+            reply = self._handle_safely(header, [], None) if operation in ("attest", "status") else \
+                failure("protocol", f"operation {operation!r} is not served on the control channel")
             send_message(self.channel, reply.header, reply.attachments)
 
-    def handle(self, header: dict[str, Any], attachments: list[bytes]) -> Reply:
+    def _start_run_channel(self, channel: socket.socket) -> None:
+        thread = threading.Thread(target=self._serve_run_channel, args=(channel,), name="confidential_nb-run-channel",
+                                  daemon=True)
+        thread.start()
+
+    def _serve_run_channel(self, channel: socket.socket) -> None:
+        """Serve runs and invokes on one run channel, one at a time, until the host closes it."""
+        with contextlib.closing(channel):
+            while True:
+                try:
+                    header, attachments = recv_message(channel)
+                except (ProtocolError, OSError):
+                    return
+                if header.get("op") == "cancel":
+                    # The run this cancel meant had already ended; the acknowledgement keeps the channel in step.
+                    send_message(channel, {"op": "cancel_ack"})
+                    continue
+                if not self._serve_one_run(channel, header, attachments):
+                    return
+
+    def _serve_one_run(self, channel: socket.socket, header: dict[str, Any], attachments: list[bytes]) -> bool:
+        """Run one request and send its reply; return False when the host has gone."""
+        session = RunSession(channel, self._end_runner)
+        try:
+            reply = self._handle_safely(header, attachments, session)
+        finally:
+            session.finish()
+        del attachments
+        if session.host_gone:
+            log.info("run %s: the host closed its channel", header.get("run_id"))
+            return False
+        try:
+            send_message(channel, reply.header, reply.attachments)
+            if session.cancel_requested:
+                send_message(channel, {"op": "cancel_ack"})
+        except OSError:
+            return False
+        return True
+
+    def _handle_safely(self, header: dict[str, Any], attachments: list[bytes], session: RunSession | None) -> Reply:
+        try:
+            return self.handle(header, attachments, session)
+        except Exception:  # One bad request must not end the enclave; the host gets an error instead.
+            log.exception("request %r failed inside the monitor", header.get("op"))
+            return failure("internal", f"the enclave failed to handle the request; see enclave.log in {self.home}")
+
+    def handle(self, header: dict[str, Any], attachments: list[bytes], session: RunSession | None = None) -> Reply:
+        """Answer one request; runs and invokes need the `session` of the run channel they came on."""
         operation = header.get("op")
         try:
             if operation == "attest":
@@ -214,17 +285,23 @@ class Monitor:
             if operation == "status":
                 account = self.service_account
                 return Reply({"ok": True, "zygote_pid": self.zygote.pid, "runs": self.runs, "layers": self.layers,
-                              "service_account": f"{account.name} (uid {account.uid})" if account else None})
+                              "service_account": f"{account.name} (uid {account.uid})" if account else None,
+                              "active_runs": self.active_runs, "waiting_runs": self.waiting_runs,
+                              "max_parallel_runs": self.max_parallel_runs})
+            if operation in ("run", "invoke") and session is None:
+                return failure("protocol", f"{operation} requests go on a run channel")
             if operation == "run":
-                return self.run(header, attachments)
+                assert session is not None
+                return self.run(header, attachments, session)
             if operation == "invoke":
-                return self.invoke(header, attachments)
+                assert session is not None
+                return self.invoke(header, attachments, session)
             return failure("protocol", f"unknown operation {operation!r}")
         except (KeyError, TypeError, ValueError) as exc:
             log.warning("malformed %s request: %s", operation, type(exc).__name__)
             return failure("protocol", f"malformed {operation} request ({type(exc).__name__})")
 
-    def run(self, header: dict[str, Any], attachments: list[bytes]) -> Reply:
+    def run(self, header: dict[str, Any], attachments: list[bytes], session: RunSession) -> Reply:
         """Run a notebook cell: the request carries its source, and the parameters after the inputs."""
         specs = list(header["inputs"])
         has_params = bool(header.get("has_params"))
@@ -238,9 +315,9 @@ class Monitor:
                   syntax_error=_check_syntax(source, "<cell>"),
                   runner_request={"op": "run", "source": source, "has_params": params is not None},
                   trailing=[params] if params is not None else [], params=params)
-        return self._run_job(header, specs, attachments[:-1] if has_params else attachments, job)
+        return self._run_job(header, specs, attachments[:-1] if has_params else attachments, job, session)
 
-    def invoke(self, header: dict[str, Any], attachments: list[bytes]) -> Reply:
+    def invoke(self, header: dict[str, Any], attachments: list[bytes], session: RunSession) -> Reply:
         """Run a Cape function: the request carries its bundle as a zip file after the input, if there is one.
 
         The checksum that policies approve is computed here from the bundle,
@@ -264,7 +341,7 @@ class Monitor:
         job = Job(function_kind="cape_function", checksum=bundle_checksum(bundle), guard_source=app_source,
                   syntax_error=_check_syntax(app_source, "app.py"), runner_request={"op": "invoke"},
                   trailing=[bundle_zip], warnings=self._shadowing_warnings(bundle))
-        return self._run_job(header, specs, attachments[:-1], job)
+        return self._run_job(header, specs, attachments[:-1], job, session)
 
     def _shadowing_warnings(self, bundle: Bundle) -> list[str]:
         """Warn about the bundle's top-level modules that runners already imported, so the handler cannot use them."""
@@ -274,16 +351,39 @@ class Monitor:
                 "rename the vendored package or rely on the installed one" for name in shadowed[:MAX_WARNINGS]]
 
     def _run_job(self, header: dict[str, Any], specs: list[dict[str, Any]], input_attachments: list[bytes],
-                 job: Job) -> Reply:
+                 job: Job, session: RunSession) -> Reply:
+        if not self._take_slot(session):
+            return _cancelled()
         scratch = Path(tempfile.mkdtemp(prefix="run-", dir=self.scratch_root))
         try:
-            return self._run_in(scratch, header, specs, input_attachments, job)
+            return self._run_in(scratch, header, specs, input_attachments, job, session)
         finally:
             self._clear_scratch(scratch)
             shutil.rmtree(scratch, ignore_errors=True)
+            with self._counts_lock:
+                self.active_runs -= 1
+            self._slots.release()
+
+    def _take_slot(self, session: RunSession) -> bool:
+        """Wait for one of the cores' run slots; return False when the run was cancelled while it waited."""
+        with self._counts_lock:
+            self.waiting_runs += 1
+        try:
+            while not self._slots.acquire(timeout=_SLOT_POLL_SECONDS):
+                if session.cancelled.is_set():
+                    return False
+            if session.cancelled.is_set():
+                self._slots.release()
+                return False
+        finally:
+            with self._counts_lock:
+                self.waiting_runs -= 1
+        with self._counts_lock:
+            self.active_runs += 1
+        return True
 
     def _run_in(self, scratch: Path, header: dict[str, Any], specs: list[dict[str, Any]], attachments: list[bytes],
-                job: Job) -> Reply:
+                job: Job, session: RunSession) -> Reply:
         run_id = str(header["run_id"])
         checksum = job.checksum
         log.info("run %s: %s, %d inputs, function %s, debug %s", run_id, job.function_kind, len(specs), checksum[:12],
@@ -310,9 +410,15 @@ class Monitor:
                    "inputs": [{"name": item.name, "kind": item.kind, "file": item.file} for item in inputs]}
         payloads = [item.payload for item in inputs if item.payload is not None] + job.trailing
         started = time.time()
-        reply = self._run_in_runner(scratch, request, payloads, limits, timeout, budget, job.guard_source)
+        progress = ProgressRelay(budget, session.send_progress)
+        reply = self._run_in_runner(scratch, request, payloads, limits, timeout, budget, job.guard_source, session,
+                                    progress)
         del payloads
-        self.runs += 1
+        with self._counts_lock:
+            self.runs += 1
+        if session.cancelled.is_set():
+            log.info("run %s cancelled by the host", run_id)
+            return _cancelled()
         if not reply.header.get("ok"):
             log.info("run %s failed: %s", run_id, reply.header.get("kind"))
             explained = _explain_runner_failure(reply, limits)
@@ -343,6 +449,7 @@ class Monitor:
             "result_bytes": len(result),
             "started": _utc_seconds(started),
             "finished": _utc_seconds(time.time()),
+            **progress.receipt_fields(),
         }, self.document or sign_document(self.keys, "", measured_layers(self.layers), debug=self.debug))
         log.info("run %s finished: %d result bytes", run_id, len(result))
         output: dict[str, Any] = {name: reply.header[name] for name in ("withheld_lines", "output") if name in reply.header}
@@ -352,51 +459,67 @@ class Monitor:
                       "memory_limit": memory, **output}, [result])
 
     def _run_in_runner(self, scratch: Path, request: dict[str, Any], payloads: list[bytes], limits: Limits,
-                       timeout: float, budget: int, guard_source: str) -> Reply:
+                       timeout: float, budget: int, guard_source: str, session: RunSession,
+                       progress: ProgressRelay) -> Reply:
         _hand_over(scratch, self.runner_uid, self.runner_gid)
         ours, theirs = socket.socketpair()
-        pid: int | None = None
         try:
             fork_request = {"op": "fork", "scratch": str(scratch), "scratch_root": str(self.scratch_root),
                             "limits": vars(limits), "namespaces": self.sandbox.run_namespaces is None,
                             "seccomp": self.sandbox.seccomp is None, "audit_hook": self.sandbox.audit_hook}
-            send_fd(self.zygote_channel, fork_request, theirs.fileno())
+            with self._zygote_lock:
+                send_fd(self.zygote_channel, fork_request, theirs.fileno())
+                forked, _ = recv_message(self.zygote_channel)
             theirs.close()
-            forked, _ = recv_message(self.zygote_channel)
             if "pid" not in forked:
                 return self._fork_failure(forked, limits)
-            pid = int(forked["pid"])
-            return self._exchange(ours, pid, request, payloads, limits, timeout, budget, guard_source)
+            session.attach(int(forked["pid"]))
+            return self._exchange(ours, session, request, payloads, limits, timeout, budget, guard_source, progress)
         finally:
             ours.close()
             theirs.close()
-            if pid is not None and pid not in self.reaped:
-                self._end_runner(pid)
-            self.reaped.clear()
+            session.end()
+            session.detach()
 
-    def _exchange(self, channel: socket.socket, pid: int, request: dict[str, Any], payloads: list[bytes],
-                  limits: Limits, timeout: float, budget: int, guard_source: str) -> Reply:
-        """Send the run to the runner and wait for its whole reply until the timeout."""
+    def _exchange(self, channel: socket.socket, session: RunSession, request: dict[str, Any], payloads: list[bytes],
+                  limits: Limits, timeout: float, budget: int, guard_source: str, progress: ProgressRelay) -> Reply:
+        """Send the run to the runner, relay its progress and wait for its whole reply until the timeout."""
         deadline = time.monotonic() + timeout
         channel.settimeout(timeout)
         try:
             send_message(channel, request, payloads)
-            header, attachments = recv_message(channel, max_total_bytes=budget, deadline=deadline)
+            header, attachments = self._receive_reply(channel, progress, budget, deadline)
         except MessageTooLargeError:
-            log.info("runner %d sent a reply over the budget of %d bytes", pid, budget)
+            log.info("a runner sent a reply over the budget of %d bytes", budget)
             return _over_budget(budget)
+        except MalformedProgress:
+            log.info("a runner sent a malformed progress message")
+            session.end()
+            return failure("protocol", "the run sent a malformed progress record and was stopped; progress records "
+                                       "come only from the library's training loops, so do not send them from the cell")
         except TimeoutError:
-            log.info("runner %d timed out after %g s", pid, timeout)
-            self._end_runner(pid, escalate=True)
+            log.info("a runner timed out after %g s", timeout)
+            session.end(escalate=True)
             unit = "second" if timeout == 1 else "seconds"
             return failure("timeout", f"the run exceeded its timeout of {timeout:g} {unit} and was stopped; "
                                       "pass a larger --timeout (or timeout=) if it needs more time", timeout=timeout)
         except (ProtocolError, OSError):
-            return self._crash_reply(pid, limits)
+            return self._crash_reply(session, limits)
 
         # Whatever the cell left running (threads, timers, atexit handlers) ends before the reply is trusted.
-        self._end_runner(pid)
-        return _guard(Reply(header, attachments), guard_source, bool(request["debug"]), budget)
+        session.end()
+        return _guard(Reply(header, attachments), guard_source, bool(request["debug"]), budget - progress.bytes)
+
+    def _receive_reply(self, channel: socket.socket, progress: ProgressRelay, budget: int,
+                       deadline: float) -> tuple[dict[str, Any], list[bytes]]:
+        """Return the runner's reply, passing the progress messages before it to `progress`."""
+        while True:
+            header, attachments = recv_message(channel, max_total_bytes=budget - progress.bytes, deadline=deadline)
+            if header.get("op") != "progress":
+                return header, attachments
+            if attachments or not progress.offer(header):
+                # Library code sends only well-formed records, so the cell has written to the channel.
+                raise MalformedProgress("the runner sent a malformed progress message")
 
     def _fork_failure(self, reply: dict[str, Any], limits: Limits) -> Reply:
         if reply.get("error") == "memory":
@@ -406,12 +529,12 @@ class Monitor:
         log.error("zygote failed to fork a runner: %s", reply)
         return failure("internal", f"the enclave could not start a runner ({reply.get('error')}); restart the enclave")
 
-    def _crash_reply(self, pid: int, limits: Limits) -> Reply:
-        status = self._end_runner(pid, grace=True)
+    def _crash_reply(self, session: RunSession, limits: Limits) -> Reply:
+        status = session.end(grace=True)
         if -status in _LIMIT_SIGNALS:
             name = _LIMIT_SIGNALS[signal.Signals(-status)]
             return failure("resource", f"the run exceeded its {name} limit and was stopped; {_LIMIT_ADVICE[name]}", resource=name)
-        log.warning("runner %d ended without a reply, status %d", pid, status)
+        log.warning("a runner ended without a reply, status %d", status)
         return failure("crash", f"the runner process ended without a result (exit status {status}); "
                                 f"if it ran out of memory, raise the limit of {format_size(limits.memory_bytes)} with --memory",
                        status=status)
@@ -425,18 +548,19 @@ class Monitor:
         """
         if self.service_account is None:
             return
-        send_fd(self.zygote_channel, {"op": "clear", "path": str(scratch)}, None)
-        recv_message(self.zygote_channel)
+        with self._zygote_lock:
+            send_fd(self.zygote_channel, {"op": "clear", "path": str(scratch)}, None)
+            recv_message(self.zygote_channel)
 
-    def _end_runner(self, pid: int, *, grace: bool = False, escalate: bool = False) -> int:
+    def _end_runner(self, pid: int, grace: bool = False, escalate: bool = False) -> int:
         """Have the zygote kill the runner's process group (whatever it started goes too) and reap it; return its status.
 
         The zygote does the killing because `pid` is a process ID in the
         sandbox's PID namespace, which names another process out here.
         """
-        send_fd(self.zygote_channel, {"op": "end", "pid": pid, "grace": grace, "escalate": escalate}, None)
-        reply, _ = recv_message(self.zygote_channel)
-        self.reaped.add(pid)
+        with self._zygote_lock:
+            send_fd(self.zygote_channel, {"op": "end", "pid": pid, "grace": grace, "escalate": escalate}, None)
+            reply, _ = recv_message(self.zygote_channel)
         return int(reply["status"])
 
     def close(self) -> None:
@@ -504,6 +628,15 @@ def _app_text(content: bytes) -> str:
     """
     text = content.decode("utf-8", errors="replace")
     return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def parallel_run_limit() -> int:
+    """Return how many runs may go on at once: one per core this process may use."""
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+def _cancelled() -> Reply:
+    return failure("cancelled", "the run was interrupted and stopped; the enclave stays up for the next run")
 
 
 def _over_budget(budget: int) -> Reply:

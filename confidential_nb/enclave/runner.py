@@ -86,6 +86,7 @@ def serve(channel: socket.socket) -> None:
     """Receive one run request (a cell or a Cape function), execute it, send the reply."""
     header, attachments = recv_message(channel)
     debug = header.get("debug") is True
+    _send_progress_to(channel)
     try:
         if header.get("op") == "invoke":
             # The bundle's zip file follows the input's payload.
@@ -101,6 +102,26 @@ def serve(channel: socket.socket) -> None:
     else:
         reply, blob = execute(str(header["source"]), namespace, debug=debug)
     send_message(channel, reply, [blob] if blob is not None else [])
+
+
+def _send_progress_to(channel: socket.socket) -> None:
+    """Have the library's training loops send their progress records to the monitor on `channel`.
+
+    The cell shares this process, so it could send records too; the
+    monitor accepts only well-formed records, within a rate limit and a
+    share of the result budget, so a forged one carries no more than the
+    result could.
+    """
+    from ..training import progress
+
+    def send(record: dict[str, Any]) -> None:
+        try:
+            send_message(channel, {"op": "progress", "record": record})
+        except (OSError, ValueError):
+            # A channel the cell closed, or a record JSON cannot carry: training goes on without progress.
+            progress.set_sink(None)
+
+    progress.set_sink(send)
 
 
 def _bind_inputs(header: dict[str, Any], attachments: list[bytes]) -> dict[str, Any]:

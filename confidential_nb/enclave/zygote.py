@@ -47,6 +47,9 @@ _CRASH_GRACE_SECONDS = 2.0
 _ESCALATION_STEP_SECONDS = 0.5
 _SWEEP_ROUNDS = 100
 
+# Runners forked and not yet ended; several runs may go on at once.
+_active_runners: set[int] = set()
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="confidential_nb.enclave.zygote")
@@ -93,7 +96,10 @@ def _serve_one(channel: socket.socket) -> None:
     """Handle one request from the monitor: a fork (with a descriptor) or the end of a runner."""
     header, runner_fd = recv_fd(channel)
     if header.get("op") == "end":
-        send_message(channel, {"status": _end(int(header["pid"]), bool(header.get("grace")), bool(header.get("escalate")))})
+        pid = int(header["pid"])
+        status = _end(pid, bool(header.get("grace")), bool(header.get("escalate"))) if pid in _active_runners else 0
+        _active_runners.discard(pid)
+        send_message(channel, {"status": status})
         return
     if header.get("op") == "clear":
         _clear_directory(str(header["path"]))
@@ -115,6 +121,7 @@ def _serve_one(channel: socket.socket) -> None:
     if pid == 0:
         _become_runner(runner_fd, header, limits, zygote_pid)
     os.close(runner_fd)
+    _active_runners.add(pid)
     send_message(channel, {"pid": pid})
 
 
@@ -219,7 +226,7 @@ def _end(pid: int, grace: bool, escalate: bool = False) -> int:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 kill(pid, signal.SIGKILL)
         _, status = os.waitpid(pid, 0)
-    _sweep_orphans()
+    _sweep_orphans(pid)
     if os.WIFSIGNALED(status):
         return -os.WTERMSIG(status)
     return os.WEXITSTATUS(status)
@@ -258,10 +265,15 @@ def _wait_briefly(pid: int, seconds: float) -> int | None:
     return None
 
 
-def _sweep_orphans() -> None:
-    """Kill and reap every remaining child; runs are sequential, so all of them belong to the ended run."""
+def _sweep_orphans(ended: int) -> None:
+    """Kill and reap every child that is not a runner still in use: orphans of ended runs came back to us.
+
+    In the run's own PID namespace orphans go to its PID 1 and die with it;
+    without that namespace, a process a cell detached with setsid comes
+    back here as an orphan when its parent dies.
+    """
     for _ in range(_SWEEP_ROUNDS):
-        children = _children()
+        children = [child for child in _children() if child == ended or child not in _active_runners]
         if not children:
             return
         for child in children:
