@@ -1,4 +1,4 @@
-"""IPython magics: ``%cape_seal``, ``%%cape``, ``%cape_status`` and ``%cape_key``.
+"""IPython magics: ``%cape_seal``, ``%%cape``, ``%cape_start``, ``%cape_status``, ``%cape_key`` and ``%cape_run``.
 
 Each magic only parses its line and calls the plain functions below, which
 work on a namespace dict and need no running shell.
@@ -13,6 +13,7 @@ import logging
 import math
 import re
 import sys
+import time
 import types
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,7 @@ from .sandbox import describe_layers
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
 
+    from .background import BackgroundRun
     from .keys import PublicKey
     from .results import RunResult
     from .sealing import Sealed
@@ -151,6 +153,12 @@ class ConfidentialMagics(Magics):
         help="Run in the separate debug enclave, started on first use, which shows what the cell prints "
         "and its exception messages. Every input's policy must allow debug runs, and the receipt says debug.",
     )
+    @argument(
+        "--background",
+        action="store_true",
+        help="Return at once and go on running in the background; the --out variable receives a BackgroundRun "
+        "whose result() returns the RunResult. Background runs go on in parallel, one per core.",
+    )
     @cell_magic
     def cape(self, line: str, cell: str) -> None:
         """Run the cell in the enclave on sealed inputs and bind the `RunResult`.
@@ -188,6 +196,12 @@ class ConfidentialMagics(Magics):
         memory = parse_memory(args.memory)
         out_name = validate_identifier(args.out, "--out")
 
+        if args.background:
+            namespace[out_name] = submit_to_enclave(cell, inputs, params, timeout=timeout, memory=memory,
+                                                    debug=args.debug)
+            print(f"running in the background: {out_name}.result() waits for the RunResult, "
+                  f"{out_name}.cancel() stops the run")
+            return
         try:
             result = run_in_enclave(cell, inputs, params, timeout=timeout, memory=memory, debug=args.debug)
         except ConfidentialNBError as error:
@@ -231,6 +245,32 @@ class ConfidentialMagics(Magics):
 
         namespace[out_name] = result
         show_result(result)
+
+    @magic_arguments()
+    @argument("--debug", action="store_true", help="Start the separate debug enclave instead.")
+    @line_magic
+    def cape_start(self, line: str) -> None:
+        """Start the shared enclave now, so the first %%cape run does not wait for it, and print how long it took.
+
+        Without this magic the enclave starts on the first run. It stays up
+        until the kernel ends.
+
+        Example::
+
+            %cape_start
+        """
+        __tracebackhide__ = True
+        from .client import default_enclave
+
+        args = _parse_magic_line(self.cape_start, line, "%cape_start")
+        enclave = default_enclave(debug=args.debug)
+        was_running = enclave.running
+        started = time.perf_counter()
+        try:
+            status = enclave.status()
+        except ConfidentialNBError as error:
+            raise error.with_traceback(None)
+        print(format_start(status, None if was_running else time.perf_counter() - started))
 
     @line_magic
     def cape_status(self, line: str) -> None:
@@ -535,6 +575,32 @@ def run_in_enclave(
     logger.debug("running a cell with inputs %s and params %s, debug %s", sorted(inputs), sorted(params), debug)
     enclave = default_enclave(debug=debug)
     return enclave.run(source, inputs=dict(inputs), params=dict(params), timeout=timeout, memory=memory)
+
+
+def submit_to_enclave(
+    source: str,
+    inputs: Mapping[str, Sealed],
+    params: Mapping[str, Any],
+    *,
+    timeout: float | None = None,
+    memory: int | None = None,
+    debug: bool = False,
+) -> BackgroundRun:
+    """Start ``source`` in the background in the shared (or, with ``debug``, the debug) enclave."""
+    from .client import default_enclave
+
+    enclave = default_enclave(debug=debug)
+    return enclave.submit(source, inputs=dict(inputs), params=dict(params), timeout=timeout, memory=memory)
+
+
+def format_start(status: Mapping[str, Any], seconds: float | None) -> str:
+    """Return a one-line description of a started enclave: its start time (None: it was already up), key and layers."""
+    layers = status.get("layers") or {}
+    active = sum(1 for layer in layers.values() if layer.get("active"))
+    kind = "debug enclave" if status.get("debug") else "enclave"
+    when = "was already running" if seconds is None else f"started in {seconds:.2f} s"
+    return (f"{kind} {when}: key {str(status.get('key_fingerprint'))[:16]}, {active} of {len(layers)} sandbox "
+            f"layers active, up to {status.get('max_parallel_runs')} runs at once")
 
 
 def show_result(result: RunResult) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 import sys
 import types
@@ -628,3 +629,46 @@ def test_close_default_enclaves_stops_both(shell: InteractiveShell, enclave_home
     assert all(wait_until_gone(pid) for pid in monitors)
     run_cape(shell, "--input debuggable --debug", "result = 3\n")
     assert shell.user_ns["result"].value == 3
+
+
+def test_cape_start_starts_the_enclave_once(
+    shell: InteractiveShell, enclave_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from confidential_nb.client import close_default_enclaves, default_enclave
+
+    close_default_enclaves()
+    shell.run_line_magic("cape_start", "")
+    first = capsys.readouterr().out
+    assert default_enclave().running
+    assert re.fullmatch(r"enclave started in \d+\.\d\d s: key [0-9a-f]{16}, (\d+) of \1 sandbox layers active, "
+                        r"up to \d+ runs at once\n", first), first
+
+    shell.run_line_magic("cape_start", "")
+    assert "enclave was already running" in capsys.readouterr().out
+
+
+def test_cape_start_rejects_unknown_option(shell: InteractiveShell) -> None:
+    with pytest.raises(UsageError, match="%cape_start"):
+        shell.run_line_magic("cape_start", "--now")
+
+
+def test_cape_background_binds_a_background_run(
+    shell: InteractiveShell, enclave_home: Path, frame: pd.DataFrame, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from confidential_nb.background import BackgroundRun
+
+    shell.user_ns["df"] = frame
+    shell.user_ns["sealed"] = shell.run_line_magic("cape_seal", "df")
+    run_cape(shell, "--input sealed --background --out job", "import time\ntime.sleep(1)\nresult = float(data['a'].sum())\n")
+
+    assert "job.result() waits for the RunResult" in capsys.readouterr().out
+    job = shell.user_ns["job"]
+    assert isinstance(job, BackgroundRun)
+    assert job.result(timeout=60).value == pytest.approx(float(frame["a"].sum()))
+
+
+def test_cape_background_checks_the_line_before_starting(shell: InteractiveShell, sealed_frame: Sealed) -> None:
+    shell.user_ns["sealed"] = sealed_frame
+    with pytest.raises(UsageError, match="timeout"):
+        run_cape(shell, "--input sealed --background --timeout never")
+    assert "result" not in shell.user_ns

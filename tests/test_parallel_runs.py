@@ -1,0 +1,253 @@
+"""Parallel runs, cancelling, background runs, progress relay, and the enclave's end with its host."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+import confidential_nb
+from confidential_nb import Enclave
+from confidential_nb.errors import AttestationError, EnclaveResourceError, EnclaveTimeoutError, ProtocolError, RunCancelledError
+from confidential_nb.progress_records import progress_digest
+from confidential_nb.result_codec import encode_result
+from processes import is_running, runner_processes, wait_until_gone, wait_until_no_runners
+
+SLEEP = "import time\ntime.sleep({seconds})\nresult = {value!r}\n"
+# A cell that reports progress the way the library's training loops do, one record per 30 ms.
+REPORTING = (
+    "from confidential_nb.training import progress\n"
+    "import time\n"
+    "for epoch in range(1, {epochs} + 1):\n"
+    "    progress.report('LogisticRegression', epoch, {epochs}, 1.0 / epoch, 0.5)\n"
+    "    time.sleep(0.03)\n"
+    "result = 'trained'\n"
+)
+
+
+def poll(condition: Callable[[], bool], seconds: float = 30.0) -> bool:
+    """Return True as soon as `condition` holds, or False after `seconds`; no test asserts on the time taken."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture()
+def local(key_home: Path) -> Any:
+    with Enclave(key_home) as enclave:
+        yield enclave
+
+
+def test_runs_from_two_threads_go_on_at_once(local: Enclave) -> None:
+    assert local.status()["max_parallel_runs"] >= 2, "this test needs two cores"
+    values: dict[int, object] = {}
+
+    def run(index: int) -> None:
+        values[index] = local.run(SLEEP.format(seconds=3, value=index)).value
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(2)]
+    for thread in threads:
+        thread.start()
+    assert poll(lambda: local.status()["active_runs"] == 2)
+    for thread in threads:
+        thread.join()
+    assert values == {0: 0, 1: 1}
+
+
+def test_runs_beyond_the_cores_wait_for_a_free_one(local: Enclave) -> None:
+    limit = local.status()["max_parallel_runs"]
+    runs = [local.submit(SLEEP.format(seconds=2, value=index)) for index in range(limit + 1)]
+    seen: list[tuple[int, int]] = []
+
+    def observe() -> bool:
+        status = local.status()
+        seen.append((status["active_runs"], status["waiting_runs"]))
+        return status["waiting_runs"] >= 1
+
+    assert poll(observe)
+    assert [run.result(timeout=60).value for run in runs] == list(range(limit + 1))
+    assert max(active for active, _ in seen) <= limit
+
+
+def test_parallel_runs_keep_their_own_limits(local: Enclave) -> None:
+    slow = local.submit(SLEEP.format(seconds=2, value="slow"))
+    with pytest.raises(EnclaveResourceError, match="memory"):
+        local.run("import numpy\nblock = numpy.ones(3 * 1024**3 // 8)\nresult = 1", memory="1G")
+    with pytest.raises(EnclaveTimeoutError):
+        local.run(SLEEP.format(seconds=30, value=0), timeout=1)
+    assert slow.result(timeout=60).value == "slow"
+
+
+def test_submit_returns_a_background_run(local: Enclave) -> None:
+    run = local.submit(SLEEP.format(seconds=1, value="done"))
+    assert "running" in repr(run)
+    assert run.wait(timeout=60)
+    assert run.done() and run.state == "finished"
+    assert run.result().value == "done"
+    assert run.result().receipt is not None
+
+
+def test_submit_checks_arguments_before_starting(local: Enclave) -> None:
+    with pytest.raises(ValueError, match="invalid timeout"):
+        local.submit("1", timeout=-1)
+    with pytest.raises(TypeError, match="must be a Sealed"):
+        local.submit("1", inputs={"data": b"raw"})  # type: ignore[dict-item]
+
+
+def test_result_of_an_unfinished_run_raises_timeout(local: Enclave) -> None:
+    run = local.submit(SLEEP.format(seconds=5, value=0))
+    with pytest.raises(TimeoutError, match="still going"):
+        run.result(timeout=0.1)
+    run.cancel()
+    with pytest.raises(RunCancelledError):
+        run.result(timeout=60)
+
+
+def test_cancel_stops_the_run_and_keeps_the_enclave(local: Enclave) -> None:
+    status = local.status()
+    run = local.submit(SLEEP.format(seconds=60, value=0))
+    assert poll(lambda: local.status()["active_runs"] == 1)
+    run.cancel()
+    with pytest.raises(RunCancelledError, match="stays up"):
+        run.result(timeout=30)
+    assert run.state == "cancelled"
+    assert wait_until_no_runners(status["zygote_pid"])
+    assert local.run("'after'").value == "after"
+    assert local.status()["monitor_pid"] == status["monitor_pid"]
+
+
+def test_cancel_of_a_waiting_run_leaves_the_others(local: Enclave) -> None:
+    limit = local.status()["max_parallel_runs"]
+    busy = [local.submit(SLEEP.format(seconds=3, value=index)) for index in range(limit)]
+    assert poll(lambda: local.status()["active_runs"] == limit)
+    waiting = local.submit(SLEEP.format(seconds=60, value="never"))
+    assert poll(lambda: local.status()["waiting_runs"] == 1)
+    waiting.cancel()
+    with pytest.raises(RunCancelledError):
+        waiting.result(timeout=30)
+    assert [run.result(timeout=60).value for run in busy] == list(range(limit))
+    assert local.status()["waiting_runs"] == 0
+
+
+def test_a_failed_background_run_raises_its_error(local: Enclave) -> None:
+    run = local.submit("1 / 0")
+    assert run.wait(timeout=60)
+    assert run.state == "failed" and "ZeroDivisionError" not in repr(run) and "EnclaveError" in repr(run)
+    with pytest.raises(confidential_nb.errors.EnclaveError, match="ZeroDivisionError"):
+        run.result()
+
+
+def test_progress_reaches_the_callback_and_the_receipt(local: Enclave) -> None:
+    records: list[dict[str, Any]] = []
+    result = local.run(REPORTING.format(epochs=20), progress=records.append)
+
+    assert result.value == "trained"
+    assert records, "no progress record arrived"
+    assert all(record["model"] == "LogisticRegression" and record["epochs"] == 20 for record in records)
+    assert [record["epoch"] for record in records] == sorted({record["epoch"] for record in records})
+    assert result.receipt.progress_records == len(records)
+    assert result.receipt.body["progress_digest"] == progress_digest(records)
+
+
+def test_progress_records_are_bound_by_the_receipt(local: Enclave) -> None:
+    records: list[dict[str, Any]] = []
+    result = local.run(REPORTING.format(epochs=5), progress=records.append)
+    blob = encode_result(result.value)
+    nonce = result.receipt.body["nonce"]
+
+    result.receipt.check_binding(nonce=nonce, result=blob, progress=records)
+    forged = [dict(records[0], loss=0.0)] + records[1:]
+    with pytest.raises(AttestationError, match="progress digest"):
+        result.receipt.check_binding(nonce=nonce, result=blob, progress=forged)
+    with pytest.raises(AttestationError, match="progress digest"):
+        result.receipt.check_binding(nonce=nonce, result=blob, progress=records[:-1])
+
+
+def test_progress_is_rate_limited(local: Enclave) -> None:
+    # 200 records as fast as the cell can send them: the monitor passes a burst and then about ten a second.
+    source = ("from confidential_nb.training import progress\n"
+              "for epoch in range(1, 201):\n"
+              "    progress.report('LogisticRegression', epoch, 200, 0.5, 0.5)\n"
+              "result = 1\n")
+    records: list[dict[str, Any]] = []
+    result = local.run(source, progress=records.append)
+    assert 1 <= len(records) < 200
+    assert result.receipt.progress_records == len(records)
+
+
+def test_progress_counts_against_the_result_budget(local: Enclave) -> None:
+    # A budget of 4 KiB leaves progress 1 KiB: about a dozen records of some 80 bytes each.
+    sealed = confidential_nb.seal(pd.DataFrame({"x": [1.0, 2.0]}), policy={"max_result_bytes": 4096})
+    records: list[dict[str, Any]] = []
+    result = local.run(REPORTING.format(epochs=100).replace("result = 'trained'", "result = data.x.sum()"),
+                       inputs={"data": sealed}, progress=records.append)
+    assert result.value == 3.0
+    assert 1 <= len(records) and sum(len(str(record)) for record in records) < 4096
+    assert result.receipt.progress_records == len(records)
+
+
+@pytest.mark.parametrize("record", [
+    "{'model': 'Anything', 'epoch': 1, 'epochs': 2, 'loss': 0.5, 'accuracy': 0.5}",
+    "{'model': 'LogisticRegression', 'epoch': 3, 'epochs': 2, 'loss': 0.5, 'accuracy': 0.5}",
+    "{'model': 'LogisticRegression', 'epoch': 1, 'epochs': 2, 'loss': 0.5, 'accuracy': 0.5, 'rows': 'secret'}",
+    "{'model': 'LogisticRegression', 'epoch': 1, 'epochs': 2, 'loss': 'secret', 'accuracy': 0.5}",
+])
+def test_a_forged_progress_record_stops_the_run(local: Enclave, record: str) -> None:
+    # The cell shares the runner's process, so it can reach the sink; the monitor checks what it sends.
+    source = f"from confidential_nb.training import progress\nprogress._sink({record})\nresult = 1\n"
+    records: list[dict[str, Any]] = []
+    with pytest.raises(ProtocolError, match="malformed progress record"):
+        local.run(source, progress=records.append)
+    assert records == []
+    assert local.run("'usable'").value == "usable"
+
+
+def test_enclave_started_from_a_thread_outlives_the_thread(key_home: Path) -> None:
+    # A parent-death signal would end the monitor with the thread that started it.
+    script = (
+        "import threading, time, confidential_nb\n"
+        "e = confidential_nb.Enclave()\n"
+        "thread = threading.Thread(target=e.status)\n"
+        "thread.start(); thread.join(); time.sleep(1)\n"
+        "print(e.run('6 * 7').value, e.status()['monitor_pid'], flush=True)\n"
+        "import os; os._exit(0)\n"
+    )
+    output = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True).stdout
+    value, monitor = output.split()
+    assert value == "42"
+    assert wait_until_gone(int(monitor))
+
+
+def test_killed_host_leaves_no_enclave_process(key_home: Path) -> None:
+    script = (
+        "import confidential_nb, time\n"
+        "e = confidential_nb.Enclave()\n"
+        "s = e.status()\n"
+        "run = e.submit('import time\\ntime.sleep(60)')\n"
+        "while e.status()['active_runs'] == 0:\n"
+        "    time.sleep(0.05)\n"
+        "print(s['monitor_pid'], s['zygote_pid'], flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    host = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert host.stdout is not None
+        monitor, zygote = (int(value) for value in host.stdout.readline().split())
+        runners = runner_processes(zygote)
+        assert runners, "the run had not started"
+    finally:
+        host.kill()
+        host.wait()
+    assert wait_until_gone(monitor, seconds=10)
+    assert wait_until_gone(zygote, seconds=10)
+    assert not any(is_running(pid) for pid in runners if not wait_until_gone(pid, seconds=10))
