@@ -67,7 +67,7 @@ class ProgressDisplay:
         self.min_interval = min_interval
         self.clock = clock
         self.rejected = 0
-        self.shown: dict[str, Any] | None = None
+        self.current_record: dict[str, Any] | None = None
         self._last_update: float | None = None
         self._closed = False
 
@@ -85,14 +85,14 @@ class ProgressDisplay:
         if recent and not restart and normalized["epoch"] != normalized["epochs"]:
             return
         self._show(normalized)
-        self.shown = normalized
+        self.current_record = normalized
         self._last_update = now
 
     def _starts_new_bar(self, record: dict[str, Any]) -> bool:
-        shown = self.shown
-        if shown is None:
+        current = self.current_record
+        if current is None:
             return True
-        return record["model"] != shown["model"] or record["epochs"] != shown["epochs"] or record["epoch"] < shown["epoch"]
+        return record["model"] != current["model"] or record["epochs"] != current["epochs"] or record["epoch"] < current["epoch"]
 
     def close(self) -> None:
         """Remove what the display showed; later records are ignored. Safe to call twice."""
@@ -101,7 +101,7 @@ class ProgressDisplay:
         self._closed = True
         if self.rejected:
             logger.warning("dropped %d malformed progress record(s) of this run", self.rejected)
-        if self.shown is not None:
+        if self.current_record is not None:
             self._erase()
 
     def __enter__(self) -> ProgressDisplay:

@@ -125,8 +125,8 @@ def _rounded_number(value: object, minimum: float, maximum: float) -> float | No
         raise _InvalidNumber(value) from None
     if not (math.isfinite(number) and minimum <= number <= maximum):
         raise _InvalidNumber(value)
-    # Formatting with the g presentation rounds to significant digits exactly
-    # (round half to even on the binary value); adding 0.0 turns -0.0 into 0.0.
+    # The g presentation rounds the exact binary value to significant digits,
+    # ties to even. Adding 0.0 turns -0.0 into 0.0.
     return float(f"{number:.{SIGNIFICANT_DIGITS}g}") + 0.0
 
 

@@ -97,7 +97,7 @@ def test_display_restarts_bar_at_once(next_record: dict[str, Any]) -> None:
     display(record(3))
     display(next_record)
     assert display.updates[-1] == next_record
-    assert display.shown == next_record
+    assert display.current_record == next_record
 
 
 def test_display_drops_malformed_records(caplog: pytest.LogCaptureFixture) -> None:
@@ -260,7 +260,7 @@ def execute(client: BlockingKernelClient, code: str) -> list[dict[str, Any]]:
 
 
 def saved_outputs(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Apply the messages to a cell's outputs as the Jupyter messaging spec tells a frontend to."""
+    """Apply the messages to a cell's outputs as the Jupyter messaging spec defines for a frontend."""
     outputs: list[dict[str, Any]] = []
     for message in messages:
         kind, content = message["msg_type"], message["content"]
@@ -375,4 +375,4 @@ def test_notebook_bar_class_outside_kernel_never_displays() -> None:
     # Creating the bar displays nothing until a record arrives.
     bar = NotebookProgressBar()
     bar.close()
-    assert bar.shown is None
+    assert bar.current_record is None
