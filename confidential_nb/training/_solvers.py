@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from confidential_nb.training import progress
 from confidential_nb.training._numerics import (
     RealArray,
     sigmoid,
@@ -46,6 +47,9 @@ _GRAM_BLOCK_ROWS = 32768
 # Without recording, the objective is still computed every this many epochs
 # to notice a rising loss (a too large learning rate).
 _LOSS_CHECK_EVERY = 10
+
+# The estimator name in progress records.
+_PROGRESS_MODEL = "LogisticRegression"
 
 # Armijo constant and the number of halvings the Newton line search tries.
 _ARMIJO_FRACTION = 1e-4
@@ -302,7 +306,9 @@ def solve(problem: Problem, settings: SolverSettings, monitor: Monitor) -> Outco
         last = converged or epoch == settings.epochs
         if last and not with_metrics and monitor.record_every > 0:
             evaluation = evaluate(problem, weights, intercept)
-        if monitor.end_epoch(epoch, started, evaluation, weights, intercept, last):
+        stop = monitor.end_epoch(epoch, started, evaluation, weights, intercept, last)
+        _report_progress(problem, settings.epochs, epoch, evaluation, weights, intercept, last or stop)
+        if stop:
             monitor.stopped_early = True
             break
         if converged:
@@ -322,6 +328,20 @@ def _record_last_epoch(monitor: Monitor, problem: Problem, epoch: int, weights: 
     started = time.perf_counter()
     monitor.patience = None
     monitor.end_epoch(epoch, started, evaluate(problem, weights, intercept), weights, intercept, last=True)
+
+
+def _report_progress(
+    problem: Problem, epochs: int, epoch: int, evaluation: Evaluation, weights: RealArray, intercept: RealArray, last: bool
+) -> None:
+    if not progress.due(epoch, last):
+        return
+    loss, accuracy = evaluation.mean_loss, evaluation.accuracy
+    if np.isnan(loss):
+        # The epoch skipped its metrics. They are computed here, apart from
+        # the step, because an evaluation with metrics rounds the gradient
+        # differently and the fit must not depend on when progress is sent.
+        loss, accuracy = validation_loss_and_accuracy((problem.features, problem.codes), weights, intercept, problem.n_classes)
+    progress.report(_PROGRESS_MODEL, epoch, epochs, loss, accuracy, last=last)
 
 
 # A step takes the parameters, their evaluation, the epoch's learning rate

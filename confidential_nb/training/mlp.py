@@ -9,6 +9,7 @@ from typing import Any, Self
 
 import numpy as np
 
+from confidential_nb.training import progress
 from confidential_nb.training._estimator import fit_scaler, is_recorded, store_feature_names
 from confidential_nb.training._parameters import (
     ParameterRule,
@@ -198,8 +199,10 @@ class MLPClassifier(_Classifier):
                 epochs_without_progress = 0
             best_loss = min(best_loss, metrics["loss"])
             converged = epochs_without_progress >= self.n_iter_no_change
+            last = converged or epoch == self.epochs
+            progress.report("MLPClassifier", epoch, self.epochs, metrics["loss"], metrics["accuracy"], last=last)
 
-            if is_recorded(self.record_every, epoch, converged or epoch == self.epochs):
+            if is_recorded(self.record_every, epoch, last):
                 if validation is not None:
                     metrics.update(_metrics(validation[0], validation[1], parameters, "val_"))
                 history.record_at(epoch, time.perf_counter() - started, **metrics)

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from confidential_nb.training import progress
 from confidential_nb.training._estimator import (
     Scaler,
     check_predict_features,
@@ -411,8 +412,11 @@ class LinearSVC(_Classifier):
             weight_gradient, bias_gradient = self._gradient(features, signs, weights, bias, penalty_strength)
             gradient_norms = np.sqrt((weight_gradient**2).sum(axis=0) + bias_gradient**2)
             converged = float(gradient_norms.max()) <= self.tol
-            if is_recorded(self.record_every, epoch, converged or epoch == self.epochs):
-                self._record(history, epoch, features, signs, codes, validation, weights, bias, started)
+            last = converged or epoch == self.epochs
+            recorded = None
+            if is_recorded(self.record_every, epoch, last):
+                recorded = self._record(history, epoch, features, signs, codes, validation, weights, bias, started)
+            self._report_progress(epoch, last, recorded, features, signs, codes, weights, bias)
             if converged:
                 return _Descent(weights, bias, history, epoch, True, objective_rose)
 
@@ -450,8 +454,11 @@ class LinearSVC(_Classifier):
             if epoch >= _HINGE_PATIENCE:
                 earlier = best_by_epoch[epoch - _HINGE_PATIENCE]
                 stalled = earlier - best_objective <= self.tol * earlier
-            if is_recorded(self.record_every, epoch, stalled or epoch == self.epochs):
-                self._record(history, epoch, features, signs, codes, validation, best_weights, best_bias, started)
+            last = stalled or epoch == self.epochs
+            recorded = None
+            if is_recorded(self.record_every, epoch, last):
+                recorded = self._record(history, epoch, features, signs, codes, validation, best_weights, best_bias, started)
+            self._report_progress(epoch, last, recorded, features, signs, codes, best_weights, best_bias)
             if stalled:
                 return _Descent(best_weights, best_bias, history, epoch, True, False)
 
@@ -509,12 +516,31 @@ class LinearSVC(_Classifier):
         weights: FloatArray,
         bias: FloatArray,
         started: float,
-    ) -> None:
+    ) -> dict[str, float]:
+        """Record the epoch's metrics in the history and return them."""
         metrics: dict[str, Any] = self._metrics(features, signs, codes, weights, bias, "")
         if validation is not None:
             val_signs = _signs(validation[1], max(2, weights.shape[1]))
             metrics.update(self._metrics(validation[0], val_signs, validation[1], weights, bias, "val_"))
         history.record_at(epoch, time.perf_counter() - started, **metrics)
+        return metrics
+
+    def _report_progress(
+        self,
+        epoch: int,
+        last: bool,
+        recorded: dict[str, float] | None,
+        features: FloatArray,
+        signs: FloatArray,
+        codes: np.ndarray,
+        weights: FloatArray,
+        bias: FloatArray,
+    ) -> None:
+        """Send the epoch's progress when due, computing the training metrics unless the history just recorded them."""
+        if not progress.due(epoch, last):
+            return
+        metrics = recorded if recorded is not None else self._metrics(features, signs, codes, weights, bias, "")
+        progress.report("LinearSVC", epoch, self.epochs, metrics["loss"], metrics["accuracy"], last=last)
 
     def _metrics(
         self, features: FloatArray, signs: FloatArray, codes: np.ndarray, weights: FloatArray, bias: FloatArray, prefix: str
