@@ -70,6 +70,7 @@ def _build_parser() -> argparse.ArgumentParser:
 def _demo(arguments: argparse.Namespace) -> int:
     from . import Enclave, seal
     from .datasets import load_breast_cancer
+    from .progress import run_with_progress
 
     if arguments.epochs <= 0:
         print(f"error: invalid --epochs {arguments.epochs}: expected a positive number", file=sys.stderr)
@@ -85,7 +86,8 @@ def _demo(arguments: argparse.Namespace) -> int:
     del frame
 
     with Enclave() as enclave:
-        run = enclave.run(DEMO_CELL, inputs={"data": sealed}, params={"epochs": arguments.epochs})
+        run = run_with_progress(lambda progress: enclave.run(DEMO_CELL, inputs={"data": sealed},
+                                                             params={"epochs": arguments.epochs}, progress=progress))
     model = run.value["model"]
     print(f"test accuracy: {run.value['accuracy']:.4f}")
     print(f"epochs: {len(model.history_)}")

@@ -385,23 +385,26 @@ def _add_test(commands: Any) -> None:
 
 
 def _run(arguments: argparse.Namespace) -> int:
+    from .progress import run_with_progress
     from .sdk import Client
 
     with Client().connect(arguments.function, function_checksum=arguments.function_checksum) as session:
         data = _run_input(arguments, session.enclave.public_key())
-        result = session.invoke(data, timeout=arguments.timeout)
+        result = run_with_progress(lambda progress: session.invoke(data, timeout=arguments.timeout, progress=progress))
     return _print_result(result, arguments.output)
 
 
 def _test(arguments: argparse.Namespace) -> int:
     from .bundles import validate_cape_app
     from .client import Enclave
+    from .progress import run_with_progress
 
     bundle = _read_bundle(arguments.path)
     validate_cape_app(bundle)
     with Enclave() as enclave:
         data = _run_input(arguments, enclave.public_key())
-        result = enclave.invoke(bundle, data, timeout=arguments.timeout)
+        result = run_with_progress(lambda progress: enclave.invoke(bundle, data, timeout=arguments.timeout,
+                                                                   progress=progress))
     return _print_result(result, arguments.output)
 
 

@@ -230,6 +230,7 @@ class ConfidentialMagics(Magics):
         __tracebackhide__ = True
         from . import registry
         from .client import default_enclave
+        from .progress import run_with_progress
 
         args = _parse_magic_line(self.cape_run, line, "%cape_run")
         namespace = self._shell.user_ns
@@ -239,7 +240,11 @@ class ConfidentialMagics(Magics):
 
         try:
             ref = registry.resolve(args.function)
-            result = default_enclave().invoke(registry.load_bundle(ref), sealed, timeout=timeout)
+            bundle = registry.load_bundle(ref)
+            # A line magic may follow other output in its cell, so the progress bar leaves an empty display instead.
+            result = run_with_progress(
+                lambda progress: default_enclave().invoke(bundle, sealed, timeout=timeout, progress=progress),
+                clear_cell_output=False)
         except ConfidentialNBError as error:
             raise error.with_traceback(None)
 
@@ -573,8 +578,12 @@ def run_in_enclave(
     from .client import default_enclave
 
     logger.debug("running a cell with inputs %s and params %s, debug %s", sorted(inputs), sorted(params), debug)
+    from .progress import run_with_progress
+
     enclave = default_enclave(debug=debug)
-    return enclave.run(source, inputs=dict(inputs), params=dict(params), timeout=timeout, memory=memory)
+    # The cell's whole output comes from this magic, so the progress bar may clear it when it closes.
+    return run_with_progress(lambda progress: enclave.run(source, inputs=dict(inputs), params=dict(params),
+                                                          timeout=timeout, memory=memory, progress=progress))
 
 
 def submit_to_enclave(

@@ -24,11 +24,15 @@ import logging
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from confidential_nb.progress_records import normalize_record
+
+T = TypeVar("T")
+ProgressCallback = Callable[[dict[str, Any]], None]
 
 logger = logging.getLogger("confidential_nb.progress")
 
@@ -226,3 +230,23 @@ def _is_terminal(stream: TextIO) -> bool:
     except (AttributeError, ValueError):
         # A replaced stream may lack isatty, and a closed one raises ValueError.
         return False
+
+
+def run_with_progress(call: Callable[[ProgressCallback | None], T], *, clear_cell_output: bool = True) -> T:
+    """Call `call` with this process's progress display (or None), closed before any warning of the run shows.
+
+    The enclave's warnings are raised while the result is checked, still
+    inside `call`. They are held back and raised again once the display has
+    closed, because closing a notebook bar clears the cell's output so far.
+    """
+    display = progress_display(clear_cell_output=clear_cell_output)
+    if display is None:
+        return call(None)
+
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught, display:
+            return call(display)
+    finally:
+        for warning in caught:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)

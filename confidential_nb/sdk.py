@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -267,9 +268,14 @@ class Session:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def invoke(self, data: Any = None, *, timeout: float | None = None) -> RunResult:
-        """Run the function's ``cape_handler`` on `data` (see `Client.run`) and return the result."""
-        result = self.enclave.invoke(self.bundle, self._sealed(data), timeout=timeout)
+    def invoke(self, data: Any = None, *, timeout: float | None = None,
+               progress: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
+        """Run the function's ``cape_handler`` on `data` (see `Client.run`) and return the result.
+
+        `progress` receives the progress records of library models trained
+        by the handler, as in `Enclave.run`.
+        """
+        result = self.enclave.invoke(self.bundle, self._sealed(data), timeout=timeout, progress=progress)
         # The enclave computed this from the code it ran, so it also catches a registry changed on disk.
         ran = result.receipt.function_checksum if result.receipt is not None else "unknown"
         if ran != self.function.checksum:

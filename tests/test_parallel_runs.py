@@ -251,3 +251,19 @@ def test_killed_host_leaves_no_enclave_process(key_home: Path) -> None:
     assert wait_until_gone(monitor, seconds=10)
     assert wait_until_gone(zygote, seconds=10)
     assert not any(is_running(pid) for pid in runners if not wait_until_gone(pid, seconds=10))
+
+
+@pytest.mark.filterwarnings("ignore::confidential_nb.errors.EnclaveWarning")
+def test_library_training_reports_its_last_epoch(local: Enclave) -> None:
+    from confidential_nb.datasets import load_breast_cancer
+
+    source = ("from confidential_nb.training import LogisticRegression\n"
+              "model = LogisticRegression(epochs=200, solver='gd').fit(data.drop(columns='target'), data['target'])\n"
+              "result = {'epochs_run': model.n_iter_, 'loss': model.history_.loss[-1]}\n")
+    records: list[dict[str, Any]] = []
+    result = local.run(source, inputs={"data": confidential_nb.seal(load_breast_cancer())}, progress=records.append)
+
+    assert records[0]["epoch"] == 1
+    assert records[-1]["epoch"] == result.value["epochs_run"]
+    assert records[-1]["loss"] == pytest.approx(result.value["loss"], rel=1e-3)
+    assert result.receipt.progress_records == len(records)

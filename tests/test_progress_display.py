@@ -376,3 +376,36 @@ def test_notebook_bar_class_outside_kernel_never_displays() -> None:
     bar = NotebookProgressBar()
     bar.close()
     assert bar.current_record is None
+
+
+# --- the %%cape magic in a real kernel, with a real enclave --------------------
+
+CAPE_SETUP = """\
+%load_ext confidential_nb
+import confidential_nb
+from confidential_nb.datasets import load_breast_cancer
+sealed = confidential_nb.seal(load_breast_cancer())
+"""
+CAPE_TRAINING = """\
+%%cape --input sealed --out run
+from confidential_nb.training import LogisticRegression
+model = LogisticRegression(epochs=300).fit(data.drop(columns="target"), data["target"])
+result = model.score(data.drop(columns="target"), data["target"])
+"""
+
+
+def test_cape_magic_shows_bar_then_only_its_result(kernel: BlockingKernelClient) -> None:
+    # The kernel inherits the test session's key home, so it uses the session's enclave keys.
+    execute(kernel, CAPE_SETUP)
+    messages = execute(kernel, CAPE_TRAINING)
+    kinds = [message["msg_type"] for message in messages]
+
+    assert kinds[0] == "display_data"
+    shown = [message["content"]["data"] for message in messages
+             if message["msg_type"] == "update_display_data" and message["content"]["data"]]
+    assert shown, "the bar never showed a record"
+    assert shown[-1]["text/plain"].startswith("LogisticRegression  epoch ")
+    assert "clear_output" in kinds
+    outputs = saved_outputs(messages)
+    assert [output["output_type"] for output in outputs] == ["stream"]
+    assert outputs[0]["text"].startswith("receipt verified")
