@@ -21,14 +21,15 @@ import threading
 import uuid
 import warnings
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from . import errors
+from .input_handles import InputHandles
 from .keys import SERVICE_USER_VARIABLE, PublicKey, home_dir, load_public_key
-from .protocol import ProtocolError, recv_message, send_message
+from .protocol import OutgoingAttachment, ProtocolError, recv_message, send_message
 from .sandbox import clean_environment
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ _ERROR_KINDS: dict[str, type[errors.ConfidentialNBError]] = {
     "egress": errors.EgressError,
     "encoding": errors.EncodingError,
     "bundle": errors.BundleError,
+    "unknown_handle": errors.InputHandleError,
 }
 
 # The name under which a Cape function's input appears in its receipt.
@@ -123,15 +125,23 @@ class Enclave:
     string turns it off) names the account the monitor switches to after it
     loads the keys, which it gives to that account. The enclave must then
     start as root.
+
+    ``input_cache_bytes`` (default: ``$CONFIDENTIAL_NB_INPUT_CACHE_BYTES``,
+    else a quarter of physical memory, at most 4 GiB; 0 turns it off)
+    bounds the monitor's cache of opened inputs. A `Sealed` held in memory
+    is sent once; later runs that pass the same object name the monitor's
+    handle for it instead. File-backed inputs are read by path on every run.
     """
 
     def __init__(self, home: str | os.PathLike[str] | None = None, *, debug: bool = False, audit_hook: bool = True,
-                 service_user: str | None = None) -> None:
+                 service_user: str | None = None, input_cache_bytes: int | None = None) -> None:
         self.home = Path(home).resolve() if home is not None else home_dir()
         self.debug = debug
         # The audit hook is a last line inside the runner; turning it off (to test the outer layers) changes PCR 2.
         self.audit_hook = audit_hook
         self.service_user = service_user
+        self.input_cache_bytes = _input_cache_bytes(input_cache_bytes)
+        self._input_handles = InputHandles()
         self._process: subprocess.Popen[bytes] | None = None
         self._channel: socket.socket | None = None
         self._key: PublicKey | None = None
@@ -160,7 +170,8 @@ class Enclave:
         ours, theirs = socket.socketpair()
         process = subprocess.Popen(
             _monitor_command(self.home, "--fd", str(theirs.fileno()), *(["--debug"] if self.debug else []),
-                             *([] if self.audit_hook else ["--no-audit-hook"]), service_user=self.service_user),
+                             *([] if self.audit_hook else ["--no-audit-hook"]),
+                             "--input-cache-bytes", str(self.input_cache_bytes), service_user=self.service_user),
             pass_fds=(theirs.fileno(),), env=clean_environment(), start_new_session=True,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
@@ -236,7 +247,8 @@ class Enclave:
 
     # Requests
 
-    def _request(self, header: dict[str, Any], attachments: list[bytes], timeout: float) -> tuple[dict[str, Any], list[bytes]]:
+    def _request(self, header: dict[str, Any], attachments: list[OutgoingAttachment],
+                 timeout: float) -> tuple[dict[str, Any], list[bytes]]:
         """Send one request and wait for its reply; on any failure mid-way, stop the monitor."""
         assert self._channel is not None
         try:
@@ -295,7 +307,7 @@ class Enclave:
             return self._key
 
     def status(self) -> dict[str, Any]:
-        """Return the monitor's pid, key fingerprint, run count and active sandbox layers."""
+        """Return the monitor's pid, key fingerprint, run count, active sandbox layers and input cache figures."""
         from .limits import DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT_SECONDS
 
         with self._lock:
@@ -316,6 +328,7 @@ class Enclave:
                 "default_memory_bytes": DEFAULT_MEMORY_BYTES,
                 "layers": header.get("layers", {}),
                 "service_account": header.get("service_account"),
+                "input_cache": header.get("input_cache"),
             }
 
     def run(
@@ -336,8 +349,12 @@ class Enclave:
         debug enclave is a debug run; a normal enclave rejects ``debug=True``
         with a `PolicyError`.
         """
-        request, attachments = _build_request(source, inputs or {}, params or {}, debug or self.debug)
-        return self._send_run(request, attachments, timeout, memory)
+        resolved = inputs or {}
+
+        def build(handles: Mapping[str, str]) -> tuple[dict[str, Any], list[OutgoingAttachment]]:
+            return _build_request(source, resolved, params or {}, debug or self.debug, handles=handles)
+
+        return self._send_with_handles(build, resolved, timeout, memory)
 
     def invoke(
         self,
@@ -360,10 +377,37 @@ class Enclave:
         Timeouts, memory limits, debug runs and interrupts work as in `run`;
         an exception's line is its line in app.py.
         """
-        request, attachments = _build_invoke_request(bundle, data, debug or self.debug)
-        return self._send_run(request, attachments, timeout, memory)
+        inputs = {CAPE_INPUT_NAME: data} if data is not None else {}
 
-    def _send_run(self, request: dict[str, Any], attachments: list[bytes], timeout: float | None,
+        def build(handles: Mapping[str, str]) -> tuple[dict[str, Any], list[OutgoingAttachment]]:
+            return _build_invoke_request(bundle, data, debug or self.debug, handles=handles)
+
+        return self._send_with_handles(build, inputs, timeout, memory)
+
+    def _send_with_handles(self, build: Callable[[Mapping[str, str]], tuple[dict[str, Any], list[OutgoingAttachment]]],
+                           inputs: Mapping[str, Sealed], timeout: float | None, memory: int | str | None) -> RunResult:
+        """Send a run that names cached inputs by handle; if the monitor lost one, send the inputs themselves, once."""
+        handles = self._input_handles.handles_for(inputs)
+        try:
+            return self._send_recorded(*build(handles), inputs, timeout, memory)
+        except errors.InputHandleError:
+            if not handles:
+                raise
+            log.info("the enclave no longer holds %d cached inputs; sending them again", len(handles))
+            self._input_handles.forget(inputs.values())
+            return self._send_recorded(*build({}), inputs, timeout, memory)
+
+    def _send_recorded(self, request: dict[str, Any], attachments: list[OutgoingAttachment], inputs: Mapping[str, Sealed],
+                       timeout: float | None, memory: int | str | None) -> RunResult:
+        """Send one run, releasing the handles of collected inputs, and record the handles its reply names."""
+        request["release"] = self._input_handles.take_released()
+        self._input_handles.expect(request["run_id"], inputs)
+        try:
+            return self._send_run(request, attachments, timeout, memory)
+        finally:
+            self._input_handles.discard(request["run_id"])
+
+    def _send_run(self, request: dict[str, Any], attachments: list[OutgoingAttachment], timeout: float | None,
                   memory: int | str | None) -> RunResult:
         """Add the run's limits to `request`, send it and return the checked result."""
         from .limits import DEFAULT_TIMEOUT_SECONDS, MAX_MEMORY_BYTES, MAX_TIMEOUT_SECONDS, format_size, parse_size
@@ -379,28 +423,23 @@ class Enclave:
         with self._lock:
             self._start_locked()
             header, replies = self._request(request, attachments, wait + _HOST_GRACE_SECONDS)
+            self._input_handles.record(request["run_id"], header)
             assert self._key is not None
             return _finish_run(header, replies, request["nonce"], self._key, self.debug, request["op"])
 
 
-def _build_request(source: str, inputs: Mapping[str, Sealed], params: Mapping[str, object], debug: bool) -> tuple[dict[str, Any], list[bytes]]:
+def _build_request(source: str, inputs: Mapping[str, Sealed], params: Mapping[str, object], debug: bool, *,
+                   handles: Mapping[str, str] | None = None) -> tuple[dict[str, Any], list[OutgoingAttachment]]:
+    """Build a run request; an input named in `handles` is sent as its cache handle instead of its blob."""
     from .result_codec import encode_result
-    from .sealing import Sealed
 
     if not isinstance(source, str):
         raise TypeError(f"source must be a str of Python code, not {type(source).__name__}")
     specs: list[dict[str, str]] = []
-    attachments: list[bytes] = []
+    attachments: list[OutgoingAttachment] = []
     for name, sealed in inputs.items():
         _check_name(name, "input")
-        if not isinstance(sealed, Sealed):
-            raise TypeError(f"input {name!r} must be a Sealed (from confidential_nb.seal), not {type(sealed).__name__}")
-        if sealed.path is not None:
-            # The monitor runs on this machine and streams the file itself, so it never passes through memory here.
-            specs.append({"name": name, "path": str(sealed.path.resolve())})
-        else:
-            specs.append({"name": name})
-            attachments.append(bytes(sealed))
+        _add_input(specs, attachments, name, sealed, (handles or {}).get(name), f"input {name!r}")
     for name in params:
         _check_name(name, "parameter")
         if name in inputs:
@@ -416,23 +455,44 @@ def _build_request(source: str, inputs: Mapping[str, Sealed], params: Mapping[st
     return request, attachments
 
 
-def _build_invoke_request(bundle: Bundle, data: Sealed | None, debug: bool) -> tuple[dict[str, Any], list[bytes]]:
-    """Build an invoke request: the input (in memory or by path) and then the bundle as a deterministic zip."""
-    from .bundles import Bundle, bundle_to_zip
+def _add_input(specs: list[dict[str, str]], attachments: list[OutgoingAttachment], name: str, sealed: object,
+               handle: str | None, role: str) -> None:
+    """Append an input's spec and, unless it goes by path or by handle, its blob (a descriptor where it has one)."""
     from .sealing import Sealed
+
+    if not isinstance(sealed, Sealed):
+        raise TypeError(f"{role} must be a Sealed (from confidential_nb.seal), not {type(sealed).__name__}")
+    if sealed.path is not None:
+        # The monitor runs on this machine and streams the file itself, so it never passes through memory here.
+        specs.append({"name": name, "path": str(sealed.path.resolve())})
+    elif handle is not None:
+        specs.append({"name": name, "handle": handle})
+    else:
+        specs.append({"name": name})
+        attachments.append(sealed.wire_attachment())
+
+
+def _input_cache_bytes(requested: int | None) -> int:
+    from .enclave.input_cache import cache_bytes_from_environment
+
+    if requested is None:
+        return cache_bytes_from_environment()
+    if isinstance(requested, bool) or not isinstance(requested, int) or requested < 0:
+        raise ValueError(f"invalid input_cache_bytes {requested!r}: expected a number of bytes, 0 or more")
+    return requested
+
+
+def _build_invoke_request(bundle: Bundle, data: Sealed | None, debug: bool, *,
+                          handles: Mapping[str, str] | None = None) -> tuple[dict[str, Any], list[OutgoingAttachment]]:
+    """Build an invoke request: the input (in memory, by path or by handle) and then the bundle as a deterministic zip."""
+    from .bundles import Bundle, bundle_to_zip
 
     if not isinstance(bundle, Bundle):
         raise TypeError(f"bundle must be a Bundle (from confidential_nb.bundles.read_bundle), not {type(bundle).__name__}")
     specs: list[dict[str, str]] = []
-    attachments: list[bytes] = []
+    attachments: list[OutgoingAttachment] = []
     if data is not None:
-        if not isinstance(data, Sealed):
-            raise TypeError(f"data must be a Sealed (from confidential_nb.seal), not {type(data).__name__}")
-        if data.path is not None:
-            specs.append({"name": CAPE_INPUT_NAME, "path": str(data.path.resolve())})
-        else:
-            specs.append({"name": CAPE_INPUT_NAME})
-            attachments.append(bytes(data))
+        _add_input(specs, attachments, CAPE_INPUT_NAME, data, (handles or {}).get(CAPE_INPUT_NAME), "data")
     attachments.append(bundle_to_zip(bundle))
 
     request = {"op": "invoke", "run_id": uuid.uuid4().hex, "nonce": secrets.token_hex(32), "inputs": specs,

@@ -31,11 +31,16 @@ from ..errors import BundleError, ProtocolError
 from ..functions import cell_checksum
 from ..keys import EnclaveKeys, canonical_json
 from ..limits import DEFAULT_FILE_SIZE_BYTES, DEFAULT_OPEN_FILES, DEFAULT_TIMEOUT_SECONDS, format_size, memory_limit_for
-from ..protocol import MessageTooLargeError, PeerClosedError, recv_message, send_fd, send_message
+from ..protocol import (
+    Attachment, DescriptorAttachment, MessageTooLargeError, OutgoingAttachment, PeerClosedError, ReceivedDescriptor,
+    recv_message, send_fd, send_message,
+)
 from ..cgroup import create_pids_cgroup
 from ..sandbox import Limits, SandboxState, clean_environment, layer_report, measured_layers
+from ..shared_buffers import BufferPool, default_retained_bytes
 from ..view import view_spec
-from .inputs import InputRejected, OpenedInput, open_inputs
+from .input_cache import InputCache
+from .inputs import InputRejected, InputSources, OpenedInput, attachment_count, open_inputs
 from .egress import MAX_WARNINGS, fit_text_to_budget, guard_failure, guarded_output, guarded_warnings, text_size
 from .service import ServiceAccount
 from .result_guard import EgressRejected, SealedSource, guard_result
@@ -101,7 +106,7 @@ class Monitor:
 
     def __init__(self, keys: EnclaveKeys, home: Path, channel: socket.socket, *, debug: bool = False,
                  audit_hook: bool = True, runner_uid: int = DEFAULT_RUNNER_UID, notebook_uid: int | None = None,
-                 service_account: ServiceAccount | None = None) -> None:
+                 service_account: ServiceAccount | None = None, input_cache_bytes: int | None = None) -> None:
         self.keys = keys
         self.home = home
         self.channel = channel
@@ -129,6 +134,11 @@ class Monitor:
             if not layer["active"]:
                 log.info("sandbox layer %s is unavailable: %s", name, layer["detail"])
         self.runs = 0
+        # Plaintext buffers handed to runners, and the cache of opened inputs that keeps some of them.
+        # The same bound applies to the cache and to the idle buffers the pool keeps for reuse.
+        cache_bytes = input_cache_bytes if input_cache_bytes is not None else default_retained_bytes()
+        pool = BufferPool(cache_bytes, sealed=True)
+        self.inputs = InputSources(pool, InputCache(cache_bytes, pool))
         self.document: AttestationDocument | None = None
         self.reaped: set[int] = set()
 
@@ -188,7 +198,7 @@ class Monitor:
     def serve(self) -> None:
         while True:
             try:
-                header, attachments = recv_message(self.channel)
+                header, attachments = recv_message(self.channel, accept_descriptors=True)
             except PeerClosedError:
                 log.info("host closed the channel; shutting down")
                 return
@@ -200,9 +210,11 @@ class Monitor:
             except Exception:  # One bad request must not end the enclave; the host gets an error instead.
                 log.exception("request %r failed inside the monitor", header.get("op"))
                 reply = failure("internal", f"the enclave failed to handle the request; see enclave.log in {self.home}")
+            finally:
+                _close_descriptors(attachments)
             send_message(self.channel, reply.header, reply.attachments)
 
-    def handle(self, header: dict[str, Any], attachments: list[bytes]) -> Reply:
+    def handle(self, header: dict[str, Any], attachments: list[Attachment]) -> Reply:
         operation = header.get("op")
         try:
             if operation == "attest":
@@ -214,7 +226,8 @@ class Monitor:
             if operation == "status":
                 account = self.service_account
                 return Reply({"ok": True, "zygote_pid": self.zygote.pid, "runs": self.runs, "layers": self.layers,
-                              "service_account": f"{account.name} (uid {account.uid})" if account else None})
+                              "service_account": f"{account.name} (uid {account.uid})" if account else None,
+                              "input_cache": self.inputs.cache.stats()})
             if operation == "run":
                 return self.run(header, attachments)
             if operation == "invoke":
@@ -224,23 +237,25 @@ class Monitor:
             log.warning("malformed %s request: %s", operation, type(exc).__name__)
             return failure("protocol", f"malformed {operation} request ({type(exc).__name__})")
 
-    def run(self, header: dict[str, Any], attachments: list[bytes]) -> Reply:
+    def run(self, header: dict[str, Any], attachments: list[Attachment]) -> Reply:
         """Run a notebook cell: the request carries its source, and the parameters after the inputs."""
         specs = list(header["inputs"])
         has_params = bool(header.get("has_params"))
-        expected = sum(1 for spec in specs if "path" not in spec) + (1 if has_params else 0)
+        expected = attachment_count(specs) + (1 if has_params else 0)
         if len(attachments) != expected:
             return failure("protocol", "the number of attachments does not match the inputs")
 
         source = str(header["source"])
         params = attachments[-1] if has_params else None
+        if isinstance(params, ReceivedDescriptor):
+            return failure("protocol", "the parameters must come as bytes, not as a file descriptor")
         job = Job(function_kind="cell", checksum=cell_checksum(source), guard_source=source,
                   syntax_error=_check_syntax(source, "<cell>"),
                   runner_request={"op": "run", "source": source, "has_params": params is not None},
                   trailing=[params] if params is not None else [], params=params)
         return self._run_job(header, specs, attachments[:-1] if has_params else attachments, job)
 
-    def invoke(self, header: dict[str, Any], attachments: list[bytes]) -> Reply:
+    def invoke(self, header: dict[str, Any], attachments: list[Attachment]) -> Reply:
         """Run a Cape function: the request carries its bundle as a zip file after the input, if there is one.
 
         The checksum that policies approve is computed here from the bundle,
@@ -249,10 +264,12 @@ class Monitor:
         specs = list(header["inputs"])
         if len(specs) > 1:
             return failure("protocol", "a Cape function takes at most one input")
-        if len(attachments) != 1 + sum(1 for spec in specs if "path" not in spec):
+        if len(attachments) != 1 + attachment_count(specs):
             return failure("protocol", "the number of attachments does not match the input and the bundle")
 
         bundle_zip = attachments[-1]
+        if isinstance(bundle_zip, ReceivedDescriptor):
+            return failure("protocol", "the function bundle must come as bytes, not as a file descriptor")
         try:
             bundle = read_zip(bundle_zip)
             validate_cape_app(bundle)
@@ -273,7 +290,7 @@ class Monitor:
                 "function runs, and Python keeps a module once imported, so the handler gets the enclave's copy; "
                 "rename the vendored package or rely on the installed one" for name in shadowed[:MAX_WARNINGS]]
 
-    def _run_job(self, header: dict[str, Any], specs: list[dict[str, Any]], input_attachments: list[bytes],
+    def _run_job(self, header: dict[str, Any], specs: list[dict[str, Any]], input_attachments: list[Attachment],
                  job: Job) -> Reply:
         scratch = Path(tempfile.mkdtemp(prefix="run-", dir=self.scratch_root))
         try:
@@ -282,20 +299,48 @@ class Monitor:
             self._clear_scratch(scratch)
             shutil.rmtree(scratch, ignore_errors=True)
 
-    def _run_in(self, scratch: Path, header: dict[str, Any], specs: list[dict[str, Any]], attachments: list[bytes],
+    def _run_in(self, scratch: Path, header: dict[str, Any], specs: list[dict[str, Any]], attachments: list[Attachment],
                 job: Job) -> Reply:
+        """Open the run's inputs, cache those that arrived sealed, and run the job on them.
+
+        The reply to a run whose inputs opened names the handles of the
+        inputs it cached under ``cached_inputs``, even when the run failed.
+        """
         run_id = str(header["run_id"])
         checksum = job.checksum
         log.info("run %s: %s, %d inputs, function %s, debug %s", run_id, job.function_kind, len(specs), checksum[:12],
                  self.debug)
+        self.inputs.cache.release(_handles_to_release(header))
         if header.get("debug") and not self.debug:
             return failure("policy", NOT_A_DEBUG_ENCLAVE)
         try:
             # Every run in a debug enclave is a debug run, so each input's policy must allow debug.
-            inputs = open_inputs(self.keys, specs, attachments, checksum, self.debug, scratch)
+            inputs = open_inputs(self.keys, specs, attachments, checksum, self.debug, scratch, self.inputs)
         except InputRejected as exc:
             return failure(exc.kind, str(exc), input=exc.name)
 
+        try:
+            cached = self._cache_inputs(inputs)
+            reply = self._run_opened(scratch, header, inputs, job)
+        finally:
+            self.inputs.release(inputs)
+        if cached:
+            reply.header["cached_inputs"] = cached
+        return reply
+
+    def _cache_inputs(self, inputs: list[OpenedInput]) -> dict[str, str]:
+        """Cache each freshly opened buffer input; return the handles by input name."""
+        handles = {}
+        for item in inputs:
+            entry = item.cache_entry()
+            handle = self.inputs.cache.add(entry) if entry is not None else None
+            if handle is not None:
+                handles[item.name] = handle
+        return handles
+
+    def _run_opened(self, scratch: Path, header: dict[str, Any], inputs: list[OpenedInput], job: Job) -> Reply:
+        run_id = str(header["run_id"])
+        checksum = job.checksum
         if job.syntax_error is not None:
             return job.syntax_error
 
@@ -308,10 +353,18 @@ class Monitor:
         budget = min((item.policy.max_result_bytes for item in inputs), default=NO_INPUT_RESULT_LIMIT_BYTES)
         request = {**job.runner_request, "debug": self.debug,
                    "inputs": [{"name": item.name, "kind": item.kind, "file": item.file} for item in inputs]}
-        payloads = [item.payload for item in inputs if item.payload is not None] + job.trailing
         started = time.time()
-        reply = self._run_in_runner(scratch, request, payloads, limits, timeout, budget, job.guard_source)
-        del payloads
+        payloads: list[OutgoingAttachment] = []
+        try:
+            # Each runner gets its own read-only descriptor of the plaintext, closed here once the run ended.
+            payloads = [DescriptorAttachment(item.buffer.receiver_descriptor(), item.plaintext_length, owner=item.buffer)
+                        for item in inputs if item.buffer is not None]
+            reply = self._run_in_runner(scratch, request, payloads + list(job.trailing), limits, timeout, budget,
+                                        job.guard_source)
+        finally:
+            for payload in payloads:
+                assert isinstance(payload, DescriptorAttachment)
+                os.close(payload.fd)
         self.runs += 1
         if not reply.header.get("ok"):
             log.info("run %s failed: %s", run_id, reply.header.get("kind"))
@@ -324,8 +377,6 @@ class Monitor:
 
         # The runner has ended, so the guard reads the inputs' plaintext while no user code runs.
         rejection = _guard_result_value(result, inputs, scratch)
-        for item in inputs:
-            item.payload = None
         if rejection is not None:
             log.info("run %s: result withheld by the egress guard", run_id)
             return rejection
@@ -351,7 +402,7 @@ class Monitor:
                       "warnings": [*job.warnings, *reply.header.get("warnings", [])],
                       "memory_limit": memory, **output}, [result])
 
-    def _run_in_runner(self, scratch: Path, request: dict[str, Any], payloads: list[bytes], limits: Limits,
+    def _run_in_runner(self, scratch: Path, request: dict[str, Any], payloads: list[OutgoingAttachment], limits: Limits,
                        timeout: float, budget: int, guard_source: str) -> Reply:
         _hand_over(scratch, self.runner_uid, self.runner_gid)
         ours, theirs = socket.socketpair()
@@ -374,7 +425,7 @@ class Monitor:
                 self._end_runner(pid)
             self.reaped.clear()
 
-    def _exchange(self, channel: socket.socket, pid: int, request: dict[str, Any], payloads: list[bytes],
+    def _exchange(self, channel: socket.socket, pid: int, request: dict[str, Any], payloads: list[OutgoingAttachment],
                   limits: Limits, timeout: float, budget: int, guard_source: str) -> Reply:
         """Send the run to the runner and wait for its whole reply until the timeout."""
         deadline = time.monotonic() + timeout
@@ -448,6 +499,8 @@ class Monitor:
             self.zygote.wait()
         # The sandbox starter removes the cgroup after the zygote ended.
         shutil.rmtree(self.scratch_root, ignore_errors=True)
+        self.inputs.host_mappings.clear()
+        self.inputs.pool.clear()
 
 
 def _hand_over(scratch: Path, uid: int, gid: int) -> None:
@@ -553,10 +606,24 @@ def _guard_result_value(result: bytes, inputs: list[OpenedInput], scratch: Path)
     return None
 
 
-def _frame_of(item: OpenedInput, scratch: Path) -> bytes | Path | None:
-    """Return where a DataFrame input's encoded frame is: in memory, or in its plaintext file in the scratch directory."""
+def _frame_of(item: OpenedInput, scratch: Path) -> memoryview | Path | None:
+    """Return where a DataFrame input's encoded frame is: in its plaintext buffer, or in its file in the scratch directory."""
     if item.kind != "dataframe":
         return None
     if item.file is not None:
         return scratch / item.file
-    return item.payload
+    return item.plaintext()
+
+
+def _handles_to_release(header: dict[str, Any]) -> list[str]:
+    """Return the cache handles the host no longer needs, from the request's optional ``release`` list."""
+    handles = header.get("release") or []
+    if not isinstance(handles, list) or not all(isinstance(handle, str) for handle in handles):
+        raise ValueError("release must be a list of handle strings")
+    return handles
+
+
+def _close_descriptors(attachments: list[Attachment]) -> None:
+    for attachment in attachments:
+        if isinstance(attachment, ReceivedDescriptor):
+            attachment.close()
