@@ -76,5 +76,5 @@ class BundleError(ConfidentialNBError):
 class InputHandleError(EnclaveError):
     """A run named a cached input by a handle the enclave does not hold (evicted, released or from another enclave).
 
-    `Enclave.run` and `Enclave.invoke` answer it by sending the sealed inputs again, once.
+    `Enclave.run` and `Enclave.invoke` handle it by sending the sealed inputs again, once.
     """

@@ -3,8 +3,8 @@
 After a run, the monitor names the handles of the inputs it cached. The
 next run that passes the same `Sealed` object names the handle instead of
 sending the blob again. The record holds `Sealed` objects weakly: when one is
-garbage collected, its handle is queued, and the next request asks the
-monitor to release it. The finalizer only appends to a queue, so no lock is
+garbage collected, its handle is queued, and the next request carries it
+so that the monitor releases it. The finalizer only appends to a queue, so no lock is
 taken and no I/O happens during garbage collection.
 """
 
@@ -80,10 +80,10 @@ class InputHandles:
 
     def take_released(self) -> list[str]:
         """Return and clear the queued handles of collected inputs, at most `MAX_RELEASES_PER_REQUEST`."""
-        taken: list[str] = []
-        while len(taken) < MAX_RELEASES_PER_REQUEST:
+        handles: list[str] = []
+        while len(handles) < MAX_RELEASES_PER_REQUEST:
             try:
-                taken.append(self._released.popleft())
+                handles.append(self._released.popleft())
             except IndexError:
                 break
-        return taken
+        return handles

@@ -11,8 +11,8 @@ A message is a fixed prefix, a JSON header and binary attachments::
 An attachment whose length has the top bit set carries no bytes on the
 stream: its length bytes travel with one file descriptor (SCM_RIGHTS), and
 the remaining 63 bits give how many bytes of that file, from its start, the
-attachment contains. Only a receiver that asks for descriptors accepts
-them; anywhere else such an attachment is a protocol error.
+attachment contains. Only a receiver that passes accept_descriptors=True
+accepts them. Anywhere else such an attachment is a protocol error.
 
 Every length is checked against its bound before anything is allocated, and
 nothing is ever unpickled.

@@ -736,10 +736,10 @@ class Sealed:
 
     @classmethod
     def _from_shared(cls, buffer: SharedBuffer, length: int, pool: BufferPool) -> Sealed:
-        """Wrap the first `length` bytes of a pooled buffer; the buffer returns to `pool` when this object is collected.
+        """Wrap the first `length` bytes of a pooled buffer, which returns to `pool` when this object is collected.
 
         No view of the buffer outlives a method call, so the pool may reuse
-        it as soon as the object is gone; `bytes()` returns a copy.
+        it as soon as the object is gone. `bytes()` returns a copy.
         """
         sealed = cls.__new__(cls)
         sealed._data = None

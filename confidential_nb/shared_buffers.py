@@ -70,7 +70,7 @@ class SharedBuffer:
     def view(self, length: int) -> memoryview:
         """Return a writable view of the first `length` bytes; release it before the buffer closes."""
         if not 0 <= length <= self.capacity:
-            raise ValueError(f"invalid length {length}: the buffer holds {self.capacity} bytes")
+            raise ValueError(f"invalid length {length}: expected 0 to {self.capacity} bytes, the buffer's capacity")
         return memoryview(self.mapping)[:length]
 
     def receiver_descriptor(self) -> int:
@@ -188,7 +188,8 @@ class BufferPool:
 
     @property
     def free_bytes(self) -> int:
-        """Bytes held by buffers that wait in the pool for reuse."""
+        """Bytes held by buffers that wait in the pool for reuse, after applying queued releases."""
+        self._drain_pending()
         return self._free_bytes
 
     def clear(self) -> None:

@@ -160,7 +160,7 @@ def test_handle_useless_to_other_enclave(fresh_enclave, key_home, frame):
     with Enclave(key_home) as other:
         request, attachments = client._build_request(SUM_CELL, {"data": sealed}, {}, False, handles=handles)
         assert attachments == []
-        with pytest.raises(InputHandleError, match="no cached input under that handle"):
+        with pytest.raises(InputHandleError, match="cached input handle not found"):
             other._send_run(request, attachments, None, None)
 
 

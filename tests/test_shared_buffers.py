@@ -55,7 +55,8 @@ def test_pool_releases_queued_by_finalizers():
     pool = BufferPool(16 * 1024**2, sealed=False)
     buffer = pool.acquire(10)
     pool.release_later(buffer)
-    assert pool.free_bytes == 0
+    # Queued only: the pool applies the release on its next call.
+    assert buffer.references == 1
     assert pool.acquire(10) is buffer
     pool.release(buffer)
     pool.clear()

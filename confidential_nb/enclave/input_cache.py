@@ -65,7 +65,7 @@ class InputCache:
         """Cache `entry`, evicting the least recently used entries to make room; return its handle, or None if too large."""
         size = entry.buffer.capacity
         if size > self.capacity_bytes:
-            log.debug("input of %d bytes not cached: the cache holds at most %d bytes", size, self.capacity_bytes)
+            log.debug("input of %d bytes not cached: it is larger than the cache bound of %d bytes", size, self.capacity_bytes)
             return None
         handle = secrets.token_urlsafe(HANDLE_BYTES)
         evicted: list[CachedInput] = []

@@ -75,14 +75,14 @@ class HostMappings:
     MAP_POPULATE on a two-core machine), so the mapping is reused when the
     next blob arrives in the same file. Each user takes the mapping out
     while it reads, so a concurrent run maps its own.
-    NOTE: the kept mapping also keeps that host file's memory allocated
-    after the host closes it, until a blob in another file replaces it; at
-    most one blob is kept this way.
+    NOTE: the last mapping also keeps that host file's memory allocated
+    after the host closes it, until a blob in another file replaces it.
+    At most one blob stays allocated this way.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._kept: tuple[tuple[int, int, int], mmap.mmap] | None = None
+        self._last: tuple[tuple[int, int, int], mmap.mmap] | None = None
 
     @contextlib.contextmanager
     def mapped(self, descriptor: int, length: int) -> Iterator[mmap.mmap]:
@@ -90,32 +90,32 @@ class HostMappings:
         status = os.fstat(descriptor)
         key = (status.st_dev, status.st_ino, status.st_size)
         with self._lock:
-            kept, self._kept = self._kept, None
-        if kept is not None and kept[0] == key:
-            mapping = kept[1]
+            last, self._last = self._last, None
+        if last is not None and last[0] == key:
+            mapping = last[1]
         else:
-            if kept is not None:
-                kept[1].close()
+            if last is not None:
+                last[1].close()
             mapping = mmap.mmap(descriptor, status.st_size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE,
                                 prot=mmap.PROT_READ)
         try:
             yield mapping
         finally:
             with self._lock:
-                replaced, self._kept = self._kept, (key, mapping)
+                replaced, self._last = self._last, (key, mapping)
             if replaced is not None:
                 replaced[1].close()
 
     def clear(self) -> None:
         with self._lock:
-            kept, self._kept = self._kept, None
-        if kept is not None:
-            kept[1].close()
+            last, self._last = self._last, None
+        if last is not None:
+            last[1].close()
 
 
 @dataclass(frozen=True)
 class InputSources:
-    """Where a run's inputs come from besides the request: the monitor's buffer pool, its input cache and host mappings."""
+    """The monitor's sources of input memory besides the request: its buffer pool, input cache and host mappings."""
 
     pool: BufferPool
     cache: InputCache
@@ -202,8 +202,8 @@ def _open_cached(cache: InputCache, name: str, handle: object) -> OpenedInput:
     if isinstance(handle, str) and len(handle) <= MAX_HANDLE_LENGTH:
         entry = cache.lookup(handle)
     if entry is None or not isinstance(handle, str):
-        raise InputRejected("unknown_handle", f"input {name!r}: this enclave holds no cached input under that handle; "
-                                              "send the sealed input again", name)
+        raise InputRejected("unknown_handle", f"input {name!r}: cached input handle not found in this enclave (evicted, "
+                                              "released or from another enclave); send the sealed input again", name)
     return OpenedInput(name, entry.kind, entry.policy, entry.digest, entry.plaintext_length, header=entry.header,
                        buffer=entry.buffer, handle=handle)
 
