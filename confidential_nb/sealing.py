@@ -764,6 +764,19 @@ class Sealed:
         finally:
             view.release()
 
+    def __copy__(self) -> Sealed:
+        # A Sealed never changes, and a copy sharing a pooled buffer would not keep that buffer out of the pool.
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Sealed:
+        return self
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickle a file-backed blob as its path and any other as its bytes, never as a pooled buffer."""
+        if self._path is not None:
+            return Sealed.load, (self._path,)
+        return Sealed, (bytes(self),)
+
     def wire_attachment(self) -> bytes | DescriptorAttachment:
         """Return how the host sends an in-memory blob: its memory file's descriptor when it has one, else its bytes."""
         if self._shared is not None:

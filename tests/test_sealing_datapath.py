@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import gc
 import hashlib
 import os
+import pickle
 
 import numpy as np
 import pandas as pd
@@ -192,3 +194,26 @@ def test_collected_sealed_returns_buffer_to_pool(keys):
     # The first seal's buffer came back through the finalizer's queue and was handed out again.
     assert reused.wire_attachment().fd == descriptor
     assert pool.free_bytes <= free_before
+
+
+def test_copied_sealed_is_same_object(keys):
+    sealed = confidential_nb.seal(b"copy me", key=keys.public)
+    assert copy.copy(sealed) is sealed
+    assert copy.deepcopy(sealed) is sealed
+
+
+def test_pickled_sealed_outlives_original(keys):
+    sealed = confidential_nb.seal(b"pickle me", key=keys.public)
+    blob = bytes(sealed)
+    restored = pickle.loads(pickle.dumps(sealed))
+    del sealed
+    gc.collect()
+    confidential_nb.seal(b"reuses the buffer", key=keys.public)
+    assert bytes(restored) == blob
+    assert restored.wire_attachment() == blob
+
+
+def test_pickled_file_sealed_keeps_path(keys, tmp_path):
+    path = confidential_nb.seal(b"on disk", key=keys.public).save(tmp_path / "blob.sealed")
+    restored = pickle.loads(pickle.dumps(Sealed.load(path)))
+    assert restored.path == path
