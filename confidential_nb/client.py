@@ -29,8 +29,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from . import errors
+from .input_handles import InputHandles
 from .keys import SERVICE_USER_VARIABLE, PublicKey, home_dir, load_public_key
-from .protocol import ProtocolError, recv_message, send_fd, send_message
+from .protocol import OutgoingAttachment, ProtocolError, recv_message, send_fd, send_message
 from .sandbox import clean_environment
 
 if TYPE_CHECKING:
@@ -66,6 +67,7 @@ _ERROR_KINDS: dict[str, type[errors.ConfidentialNBError]] = {
     "bundle": errors.BundleError,
     "cancelled": errors.RunCancelledError,
     "protocol": errors.ProtocolError,
+    "unknown_handle": errors.InputHandleError,
 }
 
 # The name under which a Cape function's input appears in its receipt.
@@ -134,15 +136,23 @@ class Enclave:
     string turns it off) names the account the monitor switches to after it
     loads the keys, which it gives to that account. The enclave must then
     start as root.
+
+    ``input_cache_bytes`` (default: ``$CONFIDENTIAL_NB_INPUT_CACHE_BYTES``,
+    else a quarter of physical memory, at most 4 GiB; 0 turns it off)
+    bounds the monitor's cache of opened inputs. A `Sealed` held in memory
+    is sent once; later runs that pass the same object name the monitor's
+    handle for it instead. File-backed inputs are read by path on every run.
     """
 
     def __init__(self, home: str | os.PathLike[str] | None = None, *, debug: bool = False, audit_hook: bool = True,
-                 service_user: str | None = None) -> None:
+                 service_user: str | None = None, input_cache_bytes: int | None = None) -> None:
         self.home = Path(home).resolve() if home is not None else home_dir()
         self.debug = debug
         # The audit hook is a last line inside the runner; turning it off (to test the outer layers) changes PCR 2.
         self.audit_hook = audit_hook
         self.service_user = service_user
+        self.input_cache_bytes = _input_cache_bytes(input_cache_bytes)
+        self._input_handles = InputHandles()
         self._process: subprocess.Popen[bytes] | None = None
         self._channel: socket.socket | None = None
         # Run channels not in use, of the monitor started `_generation`-th; each run takes one.
@@ -175,7 +185,8 @@ class Enclave:
         process = subprocess.Popen(
             _monitor_command(self.home, "--fd", str(theirs.fileno()), "--host-pid", str(os.getpid()),
                              *(["--debug"] if self.debug else []),
-                             *([] if self.audit_hook else ["--no-audit-hook"]), service_user=self.service_user),
+                             *([] if self.audit_hook else ["--no-audit-hook"]),
+                             "--input-cache-bytes", str(self.input_cache_bytes), service_user=self.service_user),
             pass_fds=(theirs.fileno(),), env=clean_environment(), start_new_session=True,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
@@ -346,7 +357,7 @@ class Enclave:
             return self._key
 
     def status(self) -> dict[str, Any]:
-        """Return the monitor's pid, key fingerprint, run count and active sandbox layers."""
+        """Return the monitor's pid, key fingerprint, run count, active sandbox layers and input cache figures."""
         from .limits import DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT_SECONDS
 
         with self._lock:
@@ -370,6 +381,7 @@ class Enclave:
                 "active_runs": header.get("active_runs"),
                 "waiting_runs": header.get("waiting_runs"),
                 "max_parallel_runs": header.get("max_parallel_runs"),
+                "input_cache": header.get("input_cache"),
             }
 
     def run(
@@ -400,8 +412,12 @@ class Enclave:
         latter `KeyboardInterrupt`, and the enclave stays up for the next run.
         Runs from several threads go on in parallel, one per core.
         """
-        request, attachments = _build_request(source, inputs or {}, params or {}, debug or self.debug)
-        return self._send_run(request, attachments, timeout, memory, progress, cancel)
+        resolved = inputs or {}
+
+        def build(handles: Mapping[str, str]) -> tuple[dict[str, Any], list[OutgoingAttachment]]:
+            return _build_request(source, resolved, params or {}, debug or self.debug, handles=handles)
+
+        return self._send_with_handles(build, resolved, timeout, memory, progress, cancel)
 
     def submit(
         self,
@@ -421,11 +437,17 @@ class Enclave:
         """
         from .background import BackgroundRun
 
-        request, attachments = _build_request(source, inputs or {}, params or {}, debug or self.debug)
+        resolved = inputs or {}
+
+        def build(handles: Mapping[str, str]) -> tuple[dict[str, Any], list[OutgoingAttachment]]:
+            return _build_request(source, resolved, params or {}, debug or self.debug, handles=handles)
+
+        # Built once here only to check the arguments; the run builds its request again, with handles.
+        request, _ = build({})
         _add_limits(request, timeout, memory)
 
         def start(progress: ProgressCallback, cancel: threading.Event) -> RunResult:
-            return self._send_run(request, attachments, timeout, memory, progress, cancel)
+            return self._send_with_handles(build, resolved, timeout, memory, progress, cancel)
 
         return BackgroundRun(start, label=f"run {request['run_id'][:8]}")
 
@@ -452,10 +474,39 @@ class Enclave:
         Timeouts, memory limits, debug runs, progress, cancelling and
         interrupts work as in `run`; an exception's line is its line in app.py.
         """
-        request, attachments = _build_invoke_request(bundle, data, debug or self.debug)
-        return self._send_run(request, attachments, timeout, memory, progress, cancel)
+        inputs = {CAPE_INPUT_NAME: data} if data is not None else {}
 
-    def _send_run(self, request: dict[str, Any], attachments: list[bytes], timeout: float | None,
+        def build(handles: Mapping[str, str]) -> tuple[dict[str, Any], list[OutgoingAttachment]]:
+            return _build_invoke_request(bundle, data, debug or self.debug, handles=handles)
+
+        return self._send_with_handles(build, inputs, timeout, memory, progress, cancel)
+
+    def _send_with_handles(self, build: Callable[[Mapping[str, str]], tuple[dict[str, Any], list[OutgoingAttachment]]],
+                           inputs: Mapping[str, Sealed], timeout: float | None, memory: int | str | None,
+                           progress: ProgressCallback | None, cancel: threading.Event | None) -> RunResult:
+        """Send a run that names cached inputs by handle; if the monitor lost one, send the inputs themselves, once."""
+        handles = self._input_handles.handles_for(inputs)
+        try:
+            return self._send_recorded(*build(handles), inputs, timeout, memory, progress, cancel)
+        except errors.InputHandleError:
+            if not handles:
+                raise
+            log.info("the enclave no longer holds %d cached inputs; sending them again", len(handles))
+            self._input_handles.forget(inputs.values())
+            return self._send_recorded(*build({}), inputs, timeout, memory, progress, cancel)
+
+    def _send_recorded(self, request: dict[str, Any], attachments: list[OutgoingAttachment], inputs: Mapping[str, Sealed],
+                       timeout: float | None, memory: int | str | None, progress: ProgressCallback | None,
+                       cancel: threading.Event | None) -> RunResult:
+        """Send one run, releasing the handles of collected inputs, and record the handles its reply names."""
+        request["release"] = self._input_handles.take_released()
+        self._input_handles.expect(request["run_id"], inputs)
+        try:
+            return self._send_run(request, attachments, timeout, memory, progress, cancel)
+        finally:
+            self._input_handles.discard(request["run_id"])
+
+    def _send_run(self, request: dict[str, Any], attachments: list[OutgoingAttachment], timeout: float | None,
                   memory: int | str | None, progress: ProgressCallback | None = None,
                   cancel: threading.Event | None = None) -> RunResult:
         """Add the run's limits to `request`, send it on a run channel and return the checked result."""
@@ -464,6 +515,7 @@ class Enclave:
         exchange = _RunExchange(channel, progress, cancel)
         try:
             header, replies = exchange.run(request, attachments, wait + _HOST_GRACE_SECONDS)
+            self._input_handles.record(request["run_id"], header)
         except TimeoutError:
             with self._lock:
                 if generation == self._generation:
@@ -511,7 +563,8 @@ class _RunExchange:
         self.records: list[dict[str, Any]] = []
         self.reusable = False
 
-    def run(self, request: dict[str, Any], attachments: list[bytes], timeout: float) -> tuple[dict[str, Any], list[bytes]]:
+    def run(self, request: dict[str, Any], attachments: list[OutgoingAttachment],
+            timeout: float) -> tuple[dict[str, Any], list[bytes]]:
         deadline = time.monotonic() + timeout
         self.channel.settimeout(timeout)
         try:
@@ -568,24 +621,18 @@ class _RunExchange:
         self.reusable = False
 
 
-def _build_request(source: str, inputs: Mapping[str, Sealed], params: Mapping[str, object], debug: bool) -> tuple[dict[str, Any], list[bytes]]:
+def _build_request(source: str, inputs: Mapping[str, Sealed], params: Mapping[str, object], debug: bool, *,
+                   handles: Mapping[str, str] | None = None) -> tuple[dict[str, Any], list[OutgoingAttachment]]:
+    """Build a run request; an input named in `handles` is sent as its cache handle instead of its blob."""
     from .result_codec import encode_result
-    from .sealing import Sealed
 
     if not isinstance(source, str):
         raise TypeError(f"source must be a str of Python code, not {type(source).__name__}")
     specs: list[dict[str, str]] = []
-    attachments: list[bytes] = []
+    attachments: list[OutgoingAttachment] = []
     for name, sealed in inputs.items():
         _check_name(name, "input")
-        if not isinstance(sealed, Sealed):
-            raise TypeError(f"input {name!r} must be a Sealed (from confidential_nb.seal), not {type(sealed).__name__}")
-        if sealed.path is not None:
-            # The monitor runs on this machine and streams the file itself, so it never passes through memory here.
-            specs.append({"name": name, "path": str(sealed.path.resolve())})
-        else:
-            specs.append({"name": name})
-            attachments.append(bytes(sealed))
+        _add_input(specs, attachments, name, sealed, (handles or {}).get(name), f"input {name!r}")
     for name in params:
         _check_name(name, "parameter")
         if name in inputs:
@@ -601,23 +648,44 @@ def _build_request(source: str, inputs: Mapping[str, Sealed], params: Mapping[st
     return request, attachments
 
 
-def _build_invoke_request(bundle: Bundle, data: Sealed | None, debug: bool) -> tuple[dict[str, Any], list[bytes]]:
-    """Build an invoke request: the input (in memory or by path) and then the bundle as a deterministic zip."""
-    from .bundles import Bundle, bundle_to_zip
+def _add_input(specs: list[dict[str, str]], attachments: list[OutgoingAttachment], name: str, sealed: object,
+               handle: str | None, role: str) -> None:
+    """Append an input's spec and, unless it goes by path or by handle, its blob (a descriptor where it has one)."""
     from .sealing import Sealed
+
+    if not isinstance(sealed, Sealed):
+        raise TypeError(f"{role} must be a Sealed (from confidential_nb.seal), not {type(sealed).__name__}")
+    if sealed.path is not None:
+        # The monitor runs on this machine and streams the file itself, so it never passes through memory here.
+        specs.append({"name": name, "path": str(sealed.path.resolve())})
+    elif handle is not None:
+        specs.append({"name": name, "handle": handle})
+    else:
+        specs.append({"name": name})
+        attachments.append(sealed.wire_attachment())
+
+
+def _input_cache_bytes(requested: int | None) -> int:
+    from .enclave.input_cache import cache_bytes_from_environment
+
+    if requested is None:
+        return cache_bytes_from_environment()
+    if isinstance(requested, bool) or not isinstance(requested, int) or requested < 0:
+        raise ValueError(f"invalid input_cache_bytes {requested!r}: expected a number of bytes, 0 or more")
+    return requested
+
+
+def _build_invoke_request(bundle: Bundle, data: Sealed | None, debug: bool, *,
+                          handles: Mapping[str, str] | None = None) -> tuple[dict[str, Any], list[OutgoingAttachment]]:
+    """Build an invoke request: the input (in memory, by path or by handle) and then the bundle as a deterministic zip."""
+    from .bundles import Bundle, bundle_to_zip
 
     if not isinstance(bundle, Bundle):
         raise TypeError(f"bundle must be a Bundle (from confidential_nb.bundles.read_bundle), not {type(bundle).__name__}")
     specs: list[dict[str, str]] = []
-    attachments: list[bytes] = []
+    attachments: list[OutgoingAttachment] = []
     if data is not None:
-        if not isinstance(data, Sealed):
-            raise TypeError(f"data must be a Sealed (from confidential_nb.seal), not {type(data).__name__}")
-        if data.path is not None:
-            specs.append({"name": CAPE_INPUT_NAME, "path": str(data.path.resolve())})
-        else:
-            specs.append({"name": CAPE_INPUT_NAME})
-            attachments.append(bytes(data))
+        _add_input(specs, attachments, CAPE_INPUT_NAME, data, (handles or {}).get(CAPE_INPUT_NAME), "data")
     attachments.append(bundle_to_zip(bundle))
 
     request = {"op": "invoke", "run_id": uuid.uuid4().hex, "nonce": secrets.token_hex(32), "inputs": specs,

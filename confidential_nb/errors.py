@@ -75,3 +75,10 @@ class CsvImportError(ConfidentialNBError, ValueError):
 
 class BundleError(ConfidentialNBError):
     """A function bundle or a deployed function is invalid, too large, missing or damaged."""
+
+
+class InputHandleError(EnclaveError):
+    """A run named a cached input by a handle the enclave does not hold (evicted, released or from another enclave).
+
+    `Enclave.run` and `Enclave.invoke` handle it by sending the sealed inputs again, once.
+    """

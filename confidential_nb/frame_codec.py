@@ -60,6 +60,7 @@ import datetime
 import inspect
 import json
 import logging
+import mmap
 import re
 import struct
 import sys
@@ -118,6 +119,16 @@ def frame_schema(df: pd.DataFrame) -> dict[str, Any]:
 
 def encode_frame(df: pd.DataFrame) -> bytes:
     """Encode a DataFrame to bytes in the format described in the module docstring."""
+    return b"".join(encode_frame_parts(df))
+
+
+def encode_frame_parts(df: pd.DataFrame) -> list[bytes | memoryview]:
+    """Encode a DataFrame as the consecutive parts of `encode_frame`'s output, without joining them.
+
+    A numeric column that is already contiguous and little-endian (every
+    column of a single-dtype frame's block is) becomes a view of its
+    buffer, not a copy, so the parts are valid only while `df` is unchanged.
+    """
     _check_frame(df)
     writer = _BufferWriter()
 
@@ -146,11 +157,18 @@ def encode_frame(df: pd.DataFrame) -> bytes:
 
     prefix = _PREFIX.pack(MAGIC, VERSION, 0, len(schema_bytes))
     logger.debug("encoded a frame of %d rows and %d columns into %d bytes", len(df), len(columns), len(prefix) + len(schema_bytes) + writer.length)
-    return b"".join([prefix, schema_bytes, *writer.parts])
+    return [prefix, schema_bytes, *writer.parts]
 
 
-def decode_frame(data: bytes) -> pd.DataFrame:
-    """Decode bytes from `encode_frame`, raising ProtocolError on any malformed input."""
+def decode_frame(data: bytes | memoryview | mmap.mmap, *, copy: bool = True) -> pd.DataFrame:
+    """Decode bytes from `encode_frame`, raising ProtocolError on any malformed input.
+
+    With ``copy=False``, a frame whose columns all have one numeric dtype and
+    lie back to back in the body (as `encode_frame` writes a single-dtype
+    frame) becomes one block that is a view of `data`, which must then stay
+    unchanged while the frame lives. Writes to the frame go to `data`, so it
+    must be writable or private to the caller. Other frames are copied.
+    """
     view = memoryview(data).cast("B")
     schema, body = _split_blob(view)
     rows = _get_int(schema, "rows", "the schema")
@@ -164,11 +182,52 @@ def decode_frame(data: bytes) -> pd.DataFrame:
     if len(descriptors) > MAX_COLUMNS:
         raise ProtocolError(f"the frame declares {len(descriptors)} columns, above the limit of {MAX_COLUMNS}")
     names = [_decode_name(_get(d, "name", object, "a column"), "a column name", allow_none=False) for d in _as_mappings(descriptors)]
-    arrays = [_decode_array(d, body, rows, nested=False) for d in _as_mappings(descriptors)]
+
+    block = None if copy else _uniform_block(_as_mappings(descriptors), body, rows)
+    arrays = [] if block is not None else [_decode_array(d, body, rows, nested=False) for d in _as_mappings(descriptors)]
 
     index = _decode_index(_get(schema, "index", dict, "the schema"), body, rows)
     labels = _decode_column_labels(_get(schema, "column_labels", dict, "the schema"), names)
+    if block is not None:
+        return pd.DataFrame(block.T, index=index, columns=labels, copy=False)
     return _build_frame(arrays, labels, index)
+
+
+def _uniform_block(descriptors: list[Mapping[str, Any]], body: memoryview, rows: int) -> np.ndarray | None:
+    """Return the columns as one (columns, rows) view of the body, or None unless they share a numeric dtype and lie back to back.
+
+    None sends the caller to the general decoder, which also reports every
+    malformed descriptor, so this function only recognizes the layout.
+    """
+    if not descriptors or rows == 0:
+        return None
+    dtype_name = descriptors[0].get("dtype")
+    if dtype_name not in NUMPY_DTYPES or dtype_name == "bool":
+        return None
+    wire_dtype = np.dtype(dtype_name).newbyteorder("<")
+    if wire_dtype != np.dtype(dtype_name):
+        return None
+    stride = rows * wire_dtype.itemsize
+    start = _data_span(descriptors[0])
+    if start is None:
+        return None
+    for position, descriptor in enumerate(descriptors):
+        if descriptor.get("kind") != "numpy" or descriptor.get("dtype") != dtype_name or descriptor.get("length") != rows:
+            return None
+        if _data_span(descriptor) != (start[0] + position * stride, stride):
+            return None
+    if start[0] + len(descriptors) * stride > len(body):
+        return None
+    flat = np.frombuffer(body, dtype=wire_dtype, count=len(descriptors) * rows, offset=start[0])
+    return flat.reshape(len(descriptors), rows)
+
+
+def _data_span(descriptor: Mapping[str, Any]) -> tuple[int, int] | None:
+    buffers = descriptor.get("buffers")
+    span = buffers.get("data") if isinstance(buffers, dict) else None
+    if not isinstance(span, list) or len(span) != 2 or not all(type(item) is int and item >= 0 for item in span):
+        return None
+    return span[0], span[1]
 
 
 _OUTSIDE_CLASS = "an instance of a class defined outside confidential_nb, numpy, pandas and Python"

@@ -29,6 +29,7 @@ the enclave acts on it only after the data key unwraps, which authenticates it.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime as dt
 import functools
@@ -38,7 +39,8 @@ import os
 import shutil
 import struct
 import tempfile
-from collections.abc import Callable, Iterator
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
@@ -46,6 +48,8 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO
 from .errors import SealError, WrongKeyError
 from .keys import KEM_IDS, PublicKey
 from .policy import Policy
+from .protocol import DescriptorAttachment
+from .shared_buffers import BufferPool, SharedBuffer, default_retained_bytes
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -181,6 +185,89 @@ def seal_bytes(
     count = _chunk_count(len(payload), chunk_size)
     chunks = [encrypt(index, index == count - 1, view[index * chunk_size : (index + 1) * chunk_size]) for index in range(count)]
     return header + b"".join(chunks)
+
+
+def seal_parts(
+    parts: Sequence[bytes | memoryview],
+    recipient: PublicKey,
+    *,
+    content_type: str,
+    policy: Policy,
+    schema: dict[str, Any] | None,
+    pool: BufferPool,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    signer: Ed25519PrivateKey | None = None,
+) -> tuple[SharedBuffer, int]:
+    """Seal the concatenation of `parts` into a buffer from `pool`; return the buffer and the blob's length.
+
+    The output is byte for byte what `seal_bytes` makes of ``b"".join(parts)``
+    with the same data key and creation time. No joined copy is made: each
+    chunk is encrypted with ``encrypt_into`` straight from the part that
+    contains it, and only a chunk that spans two parts is gathered into a
+    staging buffer first. The caller owns the buffer's one reference.
+    """
+    plaintext_length = sum(memoryview(part).nbytes for part in parts)
+    key = os.urandom(DATA_KEY_BYTES)
+    header = _build_header(
+        recipient, content_type=content_type, policy=policy, schema=schema, chunk_size=chunk_size,
+        plaintext_length=plaintext_length, signer=signer, created=None, data_key=key, wrapped_key=None,
+    )
+    count = _chunk_count(plaintext_length, chunk_size)
+    total = len(header) + plaintext_length + count * TAG_BYTES
+    buffer = pool.acquire(total)
+    try:
+        output = buffer.view(total)
+        try:
+            output[: len(header)] = header
+            _encrypt_parts_into(key, hashlib.sha256(header).digest(), parts, chunk_size, count, output[len(header) :])
+        finally:
+            output.release()
+    except BaseException:
+        pool.release(buffer)
+        raise
+    return buffer, total
+
+
+class _PartReader:
+    """Takes consecutive pieces of a sequence of byte parts, as views where a piece lies within one part."""
+
+    def __init__(self, parts: Sequence[bytes | memoryview], staging_size: int) -> None:
+        self._parts = collections.deque(memoryview(part).cast("B") for part in parts if memoryview(part).nbytes)
+        self._staging_size = staging_size
+        self._staging: bytearray | None = None
+
+    def take(self, size: int) -> memoryview:
+        if self._parts and len(self._parts[0]) >= size:
+            first = self._parts.popleft()
+            if len(first) > size:
+                self._parts.appendleft(first[size:])
+            return first[:size]
+        if self._staging is None:
+            self._staging = bytearray(self._staging_size)
+        staging = memoryview(self._staging)
+        filled = 0
+        while filled < size:
+            part = self._parts.popleft()
+            count = min(len(part), size - filled)
+            staging[filled : filled + count] = part[:count]
+            if count < len(part):
+                self._parts.appendleft(part[count:])
+            filled += count
+        return staging[:size]
+
+
+def _encrypt_parts_into(key: bytes, associated: bytes, parts: Sequence[bytes | memoryview], chunk_size: int,
+                        count: int, output: memoryview) -> None:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    cipher = AESGCM(key)
+    reader = _PartReader(parts, chunk_size)
+    position = 0
+    for index in range(count):
+        size = min(chunk_size, len(output) - position - TAG_BYTES)
+        piece = reader.take(size)
+        cipher.encrypt_into(_nonce(index, index == count - 1), piece, associated, output[position : position + size + TAG_BYTES])
+        position += size + TAG_BYTES
 
 
 def _build_header(
@@ -522,6 +609,70 @@ def unseal_bytes(data: bytes, private_key: Any, public: PublicKey) -> tuple[Head
     return header, b"".join(pieces)
 
 
+ReadAt = Callable[[int, memoryview], int]
+"""Copy a sealed blob's bytes from an offset into a view and return how many were copied (fewer only at its end)."""
+
+
+def read_header_at(read_at: ReadAt) -> Header:
+    """Read and parse the header of a blob through `read_at`, copying at most the bounded header length."""
+    prefix = bytearray(_PREFIX.size)
+    if _read_fully(read_at, 0, memoryview(prefix)) != len(prefix):
+        raise SealError(_OPAQUE_FAILURE)
+    _, _, wrapped_length, metadata_length, signature_length = _parse_prefix(memoryview(prefix))
+    # The lengths are bounded now, so this buffer is at most about 1 MiB.
+    raw = bytearray(_PREFIX.size + wrapped_length + metadata_length + signature_length)
+    if _read_fully(read_at, 0, memoryview(raw)) != len(raw):
+        raise SealError(_OPAQUE_FAILURE)
+    return parse_header(bytes(raw))
+
+
+def _read_fully(read_at: ReadAt, offset: int, view: memoryview) -> int:
+    filled = 0
+    while filled < len(view):
+        count = read_at(offset + filled, view[filled:])
+        if count <= 0:
+            break
+        filled += count
+    return filled
+
+
+def unseal_into(read_at: ReadAt, size: int, header: Header, private_key: Any, public: PublicKey,
+                allocate: Callable[[int], memoryview]) -> str:
+    """Authenticate and decrypt a sealed blob of `size` bytes into a view from `allocate`; return its input digest.
+
+    `header` is what `read_header_at` returned for the same blob. Every chunk
+    is copied through `read_at` into a private buffer before it is hashed,
+    authenticated or decrypted, so a sender that changes its memory midway
+    can only make the blob fail authentication. The digest equals
+    `input_digest` of the blob. `allocate` is called once, with the
+    plaintext length, after the data key has authenticated the header.
+    """
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    key = _unwrap_data_key(header, private_key, public)
+    if size != len(header.raw) + header.body_length:
+        raise SealError(_OPAQUE_FAILURE)
+    output = allocate(header.plaintext_length)
+    cipher = AESGCM(key)
+    associated = hashlib.sha256(header.raw).digest()
+    digest = hashlib.sha256(_DIGEST_CONTEXT + header.raw)
+    chunk = memoryview(bytearray(min(header.chunk_size, header.plaintext_length) + TAG_BYTES))
+    offset, written = len(header.raw), 0
+    for index, last, length in _chunk_spans(header):
+        piece = chunk[:length]
+        if _read_fully(read_at, offset, piece) != length:
+            raise SealError(_OPAQUE_FAILURE)
+        digest.update(piece[length - TAG_BYTES :])
+        try:
+            cipher.decrypt_into(_nonce(index, last), piece, associated, output[written : written + length - TAG_BYTES])
+        except InvalidTag as exc:
+            raise SealError(_OPAQUE_FAILURE) from exc
+        offset += length
+        written += length - TAG_BYTES
+    return digest.hexdigest()
+
+
 def unseal_file(
     src: str | os.PathLike[str], dst: str | os.PathLike[str], private_key: Any, public: PublicKey
 ) -> Header:
@@ -574,12 +725,63 @@ class Sealed:
             raise TypeError("Sealed needs either the sealed bytes or a path, not both")
         self._data = data
         self._path = path
+        self._shared: SharedBuffer | None = None
+        self._length = 0
         if data is not None:
             self._header = parse_header(data)
         else:
             assert path is not None
             with open(path, "rb") as reader:
                 self._header = read_header(reader)
+
+    @classmethod
+    def _from_shared(cls, buffer: SharedBuffer, length: int, pool: BufferPool) -> Sealed:
+        """Wrap the first `length` bytes of a pooled buffer, which returns to `pool` when this object is collected.
+
+        No view of the buffer outlives a method call, so the pool may reuse
+        it as soon as the object is gone. `bytes()` returns a copy.
+        """
+        sealed = cls.__new__(cls)
+        sealed._data = None
+        sealed._path = None
+        sealed._shared = buffer
+        sealed._length = length
+        with sealed._blob() as view:
+            sealed._header = parse_header(view)
+        weakref.finalize(sealed, pool.release_later, buffer)
+        return sealed
+
+    @contextlib.contextmanager
+    def _blob(self) -> Iterator[memoryview]:
+        """Yield a view of the in-memory blob, released on exit."""
+        if self._shared is not None:
+            view = self._shared.view(self._length)
+        else:
+            assert self._data is not None
+            view = memoryview(self._data)
+        try:
+            yield view
+        finally:
+            view.release()
+
+    def __copy__(self) -> Sealed:
+        # A Sealed never changes, and a copy sharing a pooled buffer would not keep that buffer out of the pool.
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Sealed:
+        return self
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickle a file-backed blob as its path and any other as its bytes, never as a pooled buffer."""
+        if self._path is not None:
+            return Sealed.load, (self._path,)
+        return Sealed, (bytes(self),)
+
+    def wire_attachment(self) -> bytes | DescriptorAttachment:
+        """Return how the host sends an in-memory blob: its memory file's descriptor when it has one, else its bytes."""
+        if self._shared is not None:
+            return DescriptorAttachment(self._shared.fd, self._length, owner=self)
+        return bytes(self)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Sealed:
@@ -592,8 +794,9 @@ class Sealed:
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the sealed bytes to `path` and return it."""
         target = Path(path)
-        if self._data is not None:
-            target.write_bytes(self._data)
+        if self._path is None:
+            with self._blob() as view:
+                target.write_bytes(view)
         else:
             assert self._path is not None
             shutil.copyfile(self._path, target)
@@ -602,6 +805,9 @@ class Sealed:
     def __bytes__(self) -> bytes:
         if self._data is not None:
             return self._data
+        if self._shared is not None:
+            with self._blob() as view:
+                return bytes(view)
         assert self._path is not None
         return self._path.read_bytes()
 
@@ -615,6 +821,8 @@ class Sealed:
         """Size of the sealed blob in bytes."""
         if self._data is not None:
             return len(self._data)
+        if self._shared is not None:
+            return self._length
         assert self._path is not None
         return self._path.stat().st_size
 
@@ -626,9 +834,9 @@ class Sealed:
     @property
     def digest(self) -> str:
         """The input digest receipts name this blob by (see `input_digest`); a file is read only at its tags."""
-        if self._data is not None:
-            return input_digest(self._data)
-        assert self._path is not None
+        if self._path is None:
+            with self._blob() as view:
+                return input_digest(view)
         with open(self._path, "rb") as reader:
             return input_digest(reader)
 
@@ -688,21 +896,35 @@ def seal(
     """
     resolved_policy = policy if isinstance(policy, Policy) else Policy.from_dict(policy)
     recipient = key if key is not None else _current_public_key()
-    content_type, payload, schema = _serialize(obj)
-    blob = seal_bytes(payload, recipient, content_type=content_type, policy=resolved_policy, schema=schema, signer=signer)
-    return Sealed(blob)
+    content_type, parts, schema = _serialize(obj)
+    pool = host_pool()
+    buffer, length = seal_parts(parts, recipient, content_type=content_type, policy=resolved_policy, schema=schema,
+                                pool=pool, signer=signer)
+    return Sealed._from_shared(buffer, length, pool)
 
 
-def _serialize(obj: object) -> tuple[str, bytes, dict[str, Any] | None]:
+_host_pool: BufferPool | None = None
+
+
+def host_pool() -> BufferPool:
+    """Return this process's pool of memory files for sealed blobs, bounded like `default_retained_bytes`."""
+    global _host_pool
+    if _host_pool is None:
+        _host_pool = BufferPool(default_retained_bytes(), sealed=False)
+    return _host_pool
+
+
+def _serialize(obj: object) -> tuple[str, list[bytes | memoryview], dict[str, Any] | None]:
+    """Return the content type, the payload as parts (views of the object's buffers where possible) and the schema."""
     if isinstance(obj, (bytes, bytearray, memoryview)):
-        return "bytes", bytes(obj), None
+        return "bytes", [memoryview(obj)], None
 
     import pandas as pd
 
     if isinstance(obj, pd.DataFrame):
-        from .frame_codec import encode_frame, frame_schema
+        from .frame_codec import encode_frame_parts, frame_schema
 
-        return "dataframe", encode_frame(obj), frame_schema(obj)
+        return "dataframe", encode_frame_parts(obj), frame_schema(obj)
     raise TypeError(f"seal() takes a pandas DataFrame or bytes, not {type(obj).__name__}; convert it first (for a Series, use .to_frame())")
 
 

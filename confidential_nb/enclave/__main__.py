@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--debug", action="store_true",
                         help="serve debug runs only, which return printed output and exception messages; "
                              "attestation documents then carry debug=true and their own sandbox measurement")
+    parser.add_argument("--input-cache-bytes", type=int, default=None,
+                        help="bound in bytes of the cache of opened inputs (default: a quarter of physical memory, "
+                             "at most 4 GiB; 0 turns caching off)")
     arguments = parser.parse_args(argv)
 
     home: Path = arguments.home
@@ -65,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     from .monitor import Monitor
 
     monitor = Monitor(keys, home, channel, debug=arguments.debug, audit_hook=not arguments.no_audit_hook,
-                      service_account=account)
+                      service_account=account, input_cache_bytes=arguments.input_cache_bytes)
     if account is not None:
         preload_monitor_modules()
         become_service_account(account, monitor.runner_gid)

@@ -32,11 +32,16 @@ from ..errors import BundleError, ProtocolError
 from ..functions import cell_checksum
 from ..keys import EnclaveKeys, canonical_json
 from ..limits import DEFAULT_FILE_SIZE_BYTES, DEFAULT_OPEN_FILES, DEFAULT_TIMEOUT_SECONDS, format_size, memory_limit_for
-from ..protocol import MessageTooLargeError, PeerClosedError, recv_fd, recv_message, send_fd, send_message
+from ..protocol import (
+    Attachment, DescriptorAttachment, MessageTooLargeError, OutgoingAttachment, PeerClosedError, ReceivedDescriptor,
+    recv_fd, recv_message, send_fd, send_message,
+)
 from ..cgroup import create_pids_cgroup
 from ..sandbox import Limits, SandboxState, clean_environment, layer_report, measured_layers
+from ..shared_buffers import BufferPool, default_retained_bytes
 from ..view import view_spec
-from .inputs import InputRejected, OpenedInput, open_inputs
+from .input_cache import InputCache
+from .inputs import InputRejected, InputSources, OpenedInput, attachment_count, open_inputs
 from .egress import MAX_WARNINGS, fit_text_to_budget, guard_failure, guarded_output, guarded_warnings, text_size
 from .service import ServiceAccount
 from .result_guard import EgressRejected, SealedSource, guard_result
@@ -109,7 +114,7 @@ class Monitor:
 
     def __init__(self, keys: EnclaveKeys, home: Path, channel: socket.socket, *, debug: bool = False,
                  audit_hook: bool = True, runner_uid: int = DEFAULT_RUNNER_UID, notebook_uid: int | None = None,
-                 service_account: ServiceAccount | None = None) -> None:
+                 service_account: ServiceAccount | None = None, input_cache_bytes: int | None = None) -> None:
         self.keys = keys
         self.home = home
         self.channel = channel
@@ -137,6 +142,11 @@ class Monitor:
             if not layer["active"]:
                 log.info("sandbox layer %s is unavailable: %s", name, layer["detail"])
         self.runs = 0
+        # Plaintext buffers handed to runners, and the cache of opened inputs that keeps some of them.
+        # The same bound applies to the cache and to the idle buffers the pool keeps for reuse.
+        cache_bytes = input_cache_bytes if input_cache_bytes is not None else default_retained_bytes()
+        pool = BufferPool(cache_bytes, sealed=True)
+        self.inputs = InputSources(pool, InputCache(cache_bytes, pool))
         self.document: AttestationDocument | None = None
         # Runs on different run channels go on in parallel, one per core; the zygote serves one request at a time.
         self.max_parallel_runs = parallel_run_limit()
@@ -236,17 +246,20 @@ class Monitor:
         with contextlib.closing(channel):
             while True:
                 try:
-                    header, attachments = recv_message(channel)
+                    header, attachments = recv_message(channel, accept_descriptors=True)
                 except (ProtocolError, OSError):
                     return
-                if header.get("op") == "cancel":
-                    # The run this cancel meant had already ended; the acknowledgement keeps the channel in step.
-                    send_message(channel, {"op": "cancel_ack"})
-                    continue
-                if not self._serve_one_run(channel, header, attachments):
-                    return
+                try:
+                    if header.get("op") == "cancel":
+                        # The run this cancel meant had already ended; the acknowledgement keeps the channel in step.
+                        send_message(channel, {"op": "cancel_ack"})
+                        continue
+                    if not self._serve_one_run(channel, header, attachments):
+                        return
+                finally:
+                    _close_descriptors(attachments)
 
-    def _serve_one_run(self, channel: socket.socket, header: dict[str, Any], attachments: list[bytes]) -> bool:
+    def _serve_one_run(self, channel: socket.socket, header: dict[str, Any], attachments: list[Attachment]) -> bool:
         """Run one request and send its reply; return False when the host has gone."""
         session = RunSession(channel, self._end_runner)
         try:
@@ -265,14 +278,14 @@ class Monitor:
             return False
         return True
 
-    def _handle_safely(self, header: dict[str, Any], attachments: list[bytes], session: RunSession | None) -> Reply:
+    def _handle_safely(self, header: dict[str, Any], attachments: list[Attachment], session: RunSession | None) -> Reply:
         try:
             return self.handle(header, attachments, session)
         except Exception:  # One bad request must not end the enclave; the host gets an error instead.
             log.exception("request %r failed inside the monitor", header.get("op"))
             return failure("internal", f"the enclave failed to handle the request; see enclave.log in {self.home}")
 
-    def handle(self, header: dict[str, Any], attachments: list[bytes], session: RunSession | None = None) -> Reply:
+    def handle(self, header: dict[str, Any], attachments: list[Attachment], session: RunSession | None = None) -> Reply:
         """Answer one request; runs and invokes need the `session` of the run channel they came on."""
         operation = header.get("op")
         try:
@@ -287,7 +300,7 @@ class Monitor:
                 return Reply({"ok": True, "zygote_pid": self.zygote.pid, "runs": self.runs, "layers": self.layers,
                               "service_account": f"{account.name} (uid {account.uid})" if account else None,
                               "active_runs": self.active_runs, "waiting_runs": self.waiting_runs,
-                              "max_parallel_runs": self.max_parallel_runs})
+                              "max_parallel_runs": self.max_parallel_runs, "input_cache": self.inputs.cache.stats()})
             if operation in ("run", "invoke") and session is None:
                 return failure("protocol", f"{operation} requests go on a run channel")
             if operation == "run":
@@ -301,23 +314,25 @@ class Monitor:
             log.warning("malformed %s request: %s", operation, type(exc).__name__)
             return failure("protocol", f"malformed {operation} request ({type(exc).__name__})")
 
-    def run(self, header: dict[str, Any], attachments: list[bytes], session: RunSession) -> Reply:
+    def run(self, header: dict[str, Any], attachments: list[Attachment], session: RunSession) -> Reply:
         """Run a notebook cell: the request carries its source, and the parameters after the inputs."""
         specs = list(header["inputs"])
         has_params = bool(header.get("has_params"))
-        expected = sum(1 for spec in specs if "path" not in spec) + (1 if has_params else 0)
+        expected = attachment_count(specs) + (1 if has_params else 0)
         if len(attachments) != expected:
             return failure("protocol", "the number of attachments does not match the inputs")
 
         source = str(header["source"])
         params = attachments[-1] if has_params else None
+        if isinstance(params, ReceivedDescriptor):
+            return failure("protocol", "the parameters must come as bytes, not as a file descriptor")
         job = Job(function_kind="cell", checksum=cell_checksum(source), guard_source=source,
                   syntax_error=_check_syntax(source, "<cell>"),
                   runner_request={"op": "run", "source": source, "has_params": params is not None},
                   trailing=[params] if params is not None else [], params=params)
         return self._run_job(header, specs, attachments[:-1] if has_params else attachments, job, session)
 
-    def invoke(self, header: dict[str, Any], attachments: list[bytes], session: RunSession) -> Reply:
+    def invoke(self, header: dict[str, Any], attachments: list[Attachment], session: RunSession) -> Reply:
         """Run a Cape function: the request carries its bundle as a zip file after the input, if there is one.
 
         The checksum that policies approve is computed here from the bundle,
@@ -326,10 +341,12 @@ class Monitor:
         specs = list(header["inputs"])
         if len(specs) > 1:
             return failure("protocol", "a Cape function takes at most one input")
-        if len(attachments) != 1 + sum(1 for spec in specs if "path" not in spec):
+        if len(attachments) != 1 + attachment_count(specs):
             return failure("protocol", "the number of attachments does not match the input and the bundle")
 
         bundle_zip = attachments[-1]
+        if isinstance(bundle_zip, ReceivedDescriptor):
+            return failure("protocol", "the function bundle must come as bytes, not as a file descriptor")
         try:
             bundle = read_zip(bundle_zip)
             validate_cape_app(bundle)
@@ -350,7 +367,7 @@ class Monitor:
                 "function runs, and Python keeps a module once imported, so the handler gets the enclave's copy; "
                 "rename the vendored package or rely on the installed one" for name in shadowed[:MAX_WARNINGS]]
 
-    def _run_job(self, header: dict[str, Any], specs: list[dict[str, Any]], input_attachments: list[bytes],
+    def _run_job(self, header: dict[str, Any], specs: list[dict[str, Any]], input_attachments: list[Attachment],
                  job: Job, session: RunSession) -> Reply:
         if not self._take_slot(session):
             return _cancelled()
@@ -382,20 +399,49 @@ class Monitor:
             self.active_runs += 1
         return True
 
-    def _run_in(self, scratch: Path, header: dict[str, Any], specs: list[dict[str, Any]], attachments: list[bytes],
+    def _run_in(self, scratch: Path, header: dict[str, Any], specs: list[dict[str, Any]], attachments: list[Attachment],
                 job: Job, session: RunSession) -> Reply:
+        """Open the run's inputs, cache those that arrived sealed, and run the job on them.
+
+        The reply to a run whose inputs opened names the handles of the
+        inputs it cached under ``cached_inputs``, even when the run failed.
+        """
         run_id = str(header["run_id"])
         checksum = job.checksum
         log.info("run %s: %s, %d inputs, function %s, debug %s", run_id, job.function_kind, len(specs), checksum[:12],
                  self.debug)
+        self.inputs.cache.release(_handles_to_release(header))
         if header.get("debug") and not self.debug:
             return failure("policy", NOT_A_DEBUG_ENCLAVE)
         try:
             # Every run in a debug enclave is a debug run, so each input's policy must allow debug.
-            inputs = open_inputs(self.keys, specs, attachments, checksum, self.debug, scratch)
+            inputs = open_inputs(self.keys, specs, attachments, checksum, self.debug, scratch, self.inputs)
         except InputRejected as exc:
             return failure(exc.kind, str(exc), input=exc.name)
 
+        try:
+            cached = self._cache_inputs(inputs)
+            reply = self._run_opened(scratch, header, inputs, job, session)
+        finally:
+            self.inputs.release(inputs)
+        if cached:
+            reply.header["cached_inputs"] = cached
+        return reply
+
+    def _cache_inputs(self, inputs: list[OpenedInput]) -> dict[str, str]:
+        """Cache each freshly opened buffer input; return the handles by input name."""
+        handles = {}
+        for item in inputs:
+            entry = item.cache_entry()
+            handle = self.inputs.cache.add(entry) if entry is not None else None
+            if handle is not None:
+                handles[item.name] = handle
+        return handles
+
+    def _run_opened(self, scratch: Path, header: dict[str, Any], inputs: list[OpenedInput], job: Job,
+                    session: RunSession) -> Reply:
+        run_id = str(header["run_id"])
+        checksum = job.checksum
         if job.syntax_error is not None:
             return job.syntax_error
 
@@ -408,12 +454,19 @@ class Monitor:
         budget = min((item.policy.max_result_bytes for item in inputs), default=NO_INPUT_RESULT_LIMIT_BYTES)
         request = {**job.runner_request, "debug": self.debug,
                    "inputs": [{"name": item.name, "kind": item.kind, "file": item.file} for item in inputs]}
-        payloads = [item.payload for item in inputs if item.payload is not None] + job.trailing
         started = time.time()
         progress = ProgressRelay(budget, session.send_progress)
-        reply = self._run_in_runner(scratch, request, payloads, limits, timeout, budget, job.guard_source, session,
-                                    progress)
-        del payloads
+        payloads: list[OutgoingAttachment] = []
+        try:
+            # Each runner gets its own read-only descriptor of the plaintext, closed here once the run ended.
+            payloads = [DescriptorAttachment(item.buffer.receiver_descriptor(), item.plaintext_length, owner=item.buffer)
+                        for item in inputs if item.buffer is not None]
+            reply = self._run_in_runner(scratch, request, payloads + list(job.trailing), limits, timeout, budget,
+                                        job.guard_source, session, progress)
+        finally:
+            for payload in payloads:
+                assert isinstance(payload, DescriptorAttachment)
+                os.close(payload.fd)
         with self._counts_lock:
             self.runs += 1
         if session.cancelled.is_set():
@@ -430,8 +483,6 @@ class Monitor:
 
         # The runner has ended, so the guard reads the inputs' plaintext while no user code runs.
         rejection = _guard_result_value(result, inputs, scratch)
-        for item in inputs:
-            item.payload = None
         if rejection is not None:
             log.info("run %s: result withheld by the egress guard", run_id)
             return rejection
@@ -458,7 +509,7 @@ class Monitor:
                       "warnings": [*job.warnings, *reply.header.get("warnings", [])],
                       "memory_limit": memory, **output}, [result])
 
-    def _run_in_runner(self, scratch: Path, request: dict[str, Any], payloads: list[bytes], limits: Limits,
+    def _run_in_runner(self, scratch: Path, request: dict[str, Any], payloads: list[OutgoingAttachment], limits: Limits,
                        timeout: float, budget: int, guard_source: str, session: RunSession,
                        progress: ProgressRelay) -> Reply:
         _hand_over(scratch, self.runner_uid, self.runner_gid)
@@ -481,7 +532,8 @@ class Monitor:
             session.end()
             session.detach()
 
-    def _exchange(self, channel: socket.socket, session: RunSession, request: dict[str, Any], payloads: list[bytes],
+    def _exchange(self, channel: socket.socket, session: RunSession, request: dict[str, Any],
+                  payloads: list[OutgoingAttachment],
                   limits: Limits, timeout: float, budget: int, guard_source: str, progress: ProgressRelay) -> Reply:
         """Send the run to the runner, relay its progress and wait for its whole reply until the timeout."""
         deadline = time.monotonic() + timeout
@@ -572,6 +624,8 @@ class Monitor:
             self.zygote.wait()
         # The sandbox starter removes the cgroup after the zygote ended.
         shutil.rmtree(self.scratch_root, ignore_errors=True)
+        self.inputs.host_mappings.clear()
+        self.inputs.pool.clear()
 
 
 def _hand_over(scratch: Path, uid: int, gid: int) -> None:
@@ -686,10 +740,24 @@ def _guard_result_value(result: bytes, inputs: list[OpenedInput], scratch: Path)
     return None
 
 
-def _frame_of(item: OpenedInput, scratch: Path) -> bytes | Path | None:
-    """Return where a DataFrame input's encoded frame is: in memory, or in its plaintext file in the scratch directory."""
+def _frame_of(item: OpenedInput, scratch: Path) -> memoryview | Path | None:
+    """Return where a DataFrame input's encoded frame is: in its plaintext buffer, or in its file in the scratch directory."""
     if item.kind != "dataframe":
         return None
     if item.file is not None:
         return scratch / item.file
-    return item.payload
+    return item.plaintext()
+
+
+def _handles_to_release(header: dict[str, Any]) -> list[str]:
+    """Return the cache handles the host no longer needs, from the request's optional ``release`` list."""
+    handles = header.get("release") or []
+    if not isinstance(handles, list) or not all(isinstance(handle, str) for handle in handles):
+        raise ValueError("release must be a list of handle strings")
+    return handles
+
+
+def _close_descriptors(attachments: list[Attachment]) -> None:
+    for attachment in attachments:
+        if isinstance(attachment, ReceivedDescriptor):
+            attachment.close()

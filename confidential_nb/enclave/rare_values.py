@@ -198,7 +198,7 @@ class _Reader:
         return data
 
 
-def find_rare_values(frame: bytes | Path, candidates: set[Value], k: int) -> RareMatches:
+def find_rare_values(frame: bytes | memoryview | Path, candidates: set[Value], k: int) -> RareMatches:
     """Return the candidates that occur in at least one and fewer than ``k`` rows of an encoded frame's columns or index.
 
     ``frame`` is the frame's encoding in memory, or the path of a file that
@@ -215,7 +215,7 @@ def find_rare_values(frame: bytes | Path, candidates: set[Value], k: int) -> Rar
     return _scan_frame(_Reader(lambda offset, length: view[offset:offset + length], len(view)), candidates, k)
 
 
-def frame_rows(frame: bytes | Path) -> int:
+def frame_rows(frame: bytes | memoryview | Path) -> int:
     """Return the row count of an encoded frame in memory or in a file, reading only its schema."""
     if isinstance(frame, Path):
         descriptor = os.open(frame, os.O_RDONLY | os.O_CLOEXEC)

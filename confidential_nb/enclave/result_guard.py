@@ -47,7 +47,7 @@ class SealedSource:
 
     name: str
     policy: Policy
-    frame: bytes | Path | None
+    frame: bytes | memoryview | Path | None
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import importlib
 import importlib.util
 import io
 import json
+import mmap
 import os
 import random
 import socket
@@ -26,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..protocol import recv_message, send_message
+from ..protocol import Attachment, ReceivedDescriptor, recv_message, send_message
 from .egress import EXCEPTION_MODULES, GENERIC_EXCEPTION, MAX_DEBUG_OUTPUT_CHARS
 
 CELL_FILENAME = "<cell>"
@@ -84,21 +85,28 @@ def reseed() -> None:
 
 def serve(channel: socket.socket) -> None:
     """Receive one run request (a cell or a Cape function), execute it, send the reply."""
-    header, attachments = recv_message(channel)
+    header, attachments = recv_message(channel, accept_descriptors=True)
     debug = header.get("debug") is True
     _send_progress_to(channel)
     try:
         if header.get("op") == "invoke":
             # The bundle's zip file follows the input's payload.
             payload, kind = _invoke_input(header, attachments[:-1])
+            bundle_zip = _as_bytes(attachments[-1])
         else:
             namespace = _bind_inputs(header, attachments)
     except Exception as exc:
         send_message(channel, {"ok": False, "kind": "input", "message": f"failed to decode the inputs ({type(exc).__name__})"})
         return
+    finally:
+        # The received descriptors close before the code runs. NOTE: Python's mmap keeps a duplicate of each
+        # mapped one (Python 3.11 has no trackfd=False), which the monitor's seals keep from writing.
+        for attachment in attachments:
+            if isinstance(attachment, ReceivedDescriptor):
+                attachment.close()
 
     if header.get("op") == "invoke":
-        reply, blob = invoke(attachments[-1], payload, kind, debug=debug)
+        reply, blob = invoke(bundle_zip, payload, kind, debug=debug)
     else:
         reply, blob = execute(str(header["source"]), namespace, debug=debug)
     send_message(channel, reply, [blob] if blob is not None else [])
@@ -124,7 +132,8 @@ def _send_progress_to(channel: socket.socket) -> None:
     progress.set_sink(send)
 
 
-def _bind_inputs(header: dict[str, Any], attachments: list[bytes]) -> dict[str, Any]:
+def _bind_inputs(header: dict[str, Any], attachments: list[Attachment]) -> dict[str, Any]:
+    """Build the cell's namespace: each input by name, a DataFrame decoded in place from its private mapping where it can be."""
     from ..frame_codec import decode_frame
     from ..result_codec import decode_result
 
@@ -132,25 +141,47 @@ def _bind_inputs(header: dict[str, Any], attachments: list[bytes]) -> dict[str, 
     in_memory = iter(attachments)
     for spec in header.get("inputs", []):
         # A file input was decrypted by the monitor into this run's scratch directory, the working directory.
-        payload = Path(spec["file"]).read_bytes() if spec.get("file") else next(in_memory)
-        namespace[spec["name"]] = decode_frame(payload) if spec["kind"] == "dataframe" else payload
+        payload = Path(spec["file"]).read_bytes() if spec.get("file") else _plaintext(next(in_memory))
+        if spec["kind"] == "dataframe":
+            namespace[spec["name"]] = decode_frame(payload, copy=False)
+        else:
+            namespace[spec["name"]] = bytes(payload)
     if header.get("has_params"):
-        params = decode_result(next(in_memory))
+        params = decode_result(_as_bytes(next(in_memory)))
         if not isinstance(params, dict):
             raise TypeError("parameters must decode to a dict")
         namespace.update(params)
     return namespace
 
 
-def _invoke_input(header: dict[str, Any], attachments: list[bytes]) -> tuple[bytes, str]:
+def _invoke_input(header: dict[str, Any], attachments: list[Attachment]) -> tuple[bytes, str]:
     """Return the plaintext of a Cape function's one input and its kind, or b"" and "bytes" without an input."""
     specs = header.get("inputs", [])
     if not specs:
         return b"", "bytes"
     spec = specs[0]
     # A file input was decrypted by the monitor into this run's scratch directory, the working directory.
-    payload = Path(spec["file"]).read_bytes() if spec.get("file") else attachments[0]
+    payload = Path(spec["file"]).read_bytes() if spec.get("file") else bytes(_plaintext(attachments[0]))
     return payload, str(spec["kind"])
+
+
+def _plaintext(attachment: Attachment) -> bytes | mmap.mmap:
+    """Return an input's plaintext: a descriptor's file mapped privately, so writes stay in this process, or the bytes sent.
+
+    The monitor seals its memory files against writes, so even this
+    process's descriptor cannot change what a later run receives.
+    """
+    if not isinstance(attachment, ReceivedDescriptor):
+        return attachment
+    if attachment.length == 0:
+        return b""
+    return mmap.mmap(attachment.fd, attachment.length, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+
+
+def _as_bytes(attachment: Attachment) -> bytes:
+    if isinstance(attachment, ReceivedDescriptor):
+        raise TypeError("expected the attachment as bytes, not as a file descriptor")
+    return attachment
 
 
 def handler_bytes(payload: bytes, kind: str) -> bytes:
