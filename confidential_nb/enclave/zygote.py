@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 
-from ..sandbox import SINGLE_THREAD_ENVIRONMENT
+from ..sandbox import ARROW_ALLOCATOR_ENVIRONMENT, SINGLE_THREAD_ENVIRONMENT
 
 # BLAS and Arrow must see these before numpy or pandas load, or they start thread pools.
 os.environ.update(SINGLE_THREAD_ENVIRONMENT)
+os.environ.update(ARROW_ALLOCATOR_ENVIRONMENT)
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
