@@ -37,7 +37,14 @@ HANDLER_NAME = "cape_handler"
 _LIBRARY_PACKAGES = ("numpy", "pandas", "confidential_nb")
 _MAX_MESSAGE_CHARS = 2000
 _MAX_WARNING_ENTRIES = 20
-_WARM_UP_SOURCE = "result = {'mean': float(data['number'].mean()), 'rows': len(data), 'columns': list(data.columns)}\n"
+# The warm-up cell: a small version of the training that the demo and the first notebook run.
+_WARM_UP_SOURCE = """\
+from confidential_nb.training import LogisticRegression, train_test_split
+numbers = data[["number", "count", "target"]]
+X_train, X_test, y_train, y_test = train_test_split(numbers, target="target", test_size=0.5, random_state=0)
+model = LogisticRegression(epochs=2).fit(X_train, y_train, validation_data=(X_test, y_test))
+result = {"accuracy": model.score(X_test, y_test), "model": model, "columns": list(data.columns)}
+"""
 
 
 class LineCounter(io.TextIOBase):
@@ -98,19 +105,21 @@ def warm_up() -> None:
     from ..frame_codec import decode_frame, encode_frame
     from ..result_codec import decode_result
 
-    rows = 8
+    rows = 16
     frame = pd.DataFrame({
         "number": np.linspace(0.0, 1.0, rows),
         "count": np.arange(rows, dtype=np.int64),
-        "flag": np.arange(rows) % 2 == 0,
+        "flag": np.arange(rows) % 3 == 0,
         "label": pd.Series([f"row {index}" for index in range(rows)], dtype=object),
         "group": pd.Categorical(["a", "b"] * (rows // 2)),
+        "target": np.arange(rows) % 2,
     })
     namespace: dict[str, Any] = {"__name__": "__cell__", "__builtins__": __builtins__,
                                  "data": decode_frame(encode_frame(frame))}
-    _, blob = execute(_WARM_UP_SOURCE, namespace)
-    if blob is not None:
-        decode_result(blob)
+    reply, blob = execute(_WARM_UP_SOURCE, namespace)
+    if blob is None:
+        raise RuntimeError(f"the runner warm-up cell failed: {reply}")
+    decode_result(blob)
 
 
 def serve(channel: socket.socket) -> None:
