@@ -16,6 +16,7 @@ import pytest
 
 import confidential_nb
 from confidential_nb import Sealed
+from confidential_nb.enclave.spare import DEFAULT_POOL_SIZE
 from confidential_nb.sandbox import SINGLE_THREAD_ENVIRONMENT, bind_run_directory
 from processes import find_zygote, spare_processes, wait_until_gone
 
@@ -82,57 +83,56 @@ def test_bind_run_directory_rejects_other_paths(scratch):
         bind_run_directory(-1, "/srv/scratch", scratch)
 
 
-def _wait_for_spare(zygote_start_pid: int, seconds: float = 20.0) -> set[int]:
-    """Return the waiting spare's processes once the zygote has one."""
-    zygote = find_zygote(zygote_start_pid)
+def _wait_for_spares(enclave, seconds: float = 20.0) -> set[int]:
+    """Return the processes of the zygote's spares once its pool is full."""
+    zygote = find_zygote(enclave.status()["zygote_pid"])
+    # A relay outside the run's PID namespace, PID 1 inside it and the cell's process, or the cell's alone.
+    expected = DEFAULT_POOL_SIZE * (3 if enclave.status()["layers"]["pid_namespace"]["active"] else 1)
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = spare_processes(zygote)
-        if found:
-            return found
+    found = spare_processes(zygote)
+    while len(found) < expected and time.monotonic() < deadline:
         time.sleep(0.05)
-    raise AssertionError(f"zygote {zygote} has no waiting spare runner after {seconds:g} seconds")
+        found = spare_processes(zygote)
+    assert len(found) == expected, f"zygote {zygote} has spare processes {sorted(found)}, expected {expected} of them"
+    return found
 
 
-def _spare_cell(processes: set[int]) -> int:
-    """Return the spare's cell process: the one of `processes` named cnb-spare."""
-    named = [pid for pid in processes if Path(f"/proc/{pid}/comm").read_text().strip() == "cnb-spare"]
-    assert len(named) == 1, f"expected one process named cnb-spare among {sorted(processes)}"
-    return named[0]
+def _process_name(pid: int) -> str:
+    return Path(f"/proc/{pid}/comm").read_text().strip()
 
 
-def _spare_relay(processes: set[int], zygote_start_pid: int) -> int:
-    """Return the spare's top process, the zygote's child, which the zygote kills to end the run."""
-    zygote = find_zygote(zygote_start_pid)
-    tops = [pid for pid in processes if int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) == zygote]
-    assert len(tops) == 1, f"expected one child of zygote {zygote} among {sorted(processes)}"
-    return tops[0]
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
-def test_spare_waits_after_run(enclave):
-    zygote = enclave.status()["zygote_pid"]
+def test_spare_pool_full_after_run(enclave):
     assert enclave.run("1 + 1").value == 2
-    spare = _wait_for_spare(zygote)
-    layers = enclave.status()["layers"]
-    # The relay outside the run's PID namespace, PID 1 inside it and the cell's process, or the cell's alone.
-    assert len(spare) == (3 if layers["pid_namespace"]["active"] else 1)
+    spares = _wait_for_spares(enclave)
+    cells = [pid for pid in spares if _process_name(pid) == "cnb-spare"]
+    assert len(cells) == DEFAULT_POOL_SIZE
 
 
 def test_spare_holds_only_its_control_socket(enclave, key_home):
-    spare = _spare_cell(_wait_for_spare(enclave.status()["zygote_pid"]))
-    targets = [os.readlink(f"/proc/{spare}/fd/{fd}") for fd in os.listdir(f"/proc/{spare}/fd")]
-    sockets = [target for target in targets if target.startswith("socket:")]
-    assert len(sockets) == 1
-    assert not [target for target in targets if target.startswith(str(key_home))]
+    for cell in [pid for pid in _wait_for_spares(enclave) if _process_name(pid) == "cnb-spare"]:
+        targets = [os.readlink(f"/proc/{cell}/fd/{fd}") for fd in os.listdir(f"/proc/{cell}/fd")]
+        sockets = [target for target in targets if target.startswith("socket:")]
+        assert len(sockets) == 1
+        assert not [target for target in targets if target.startswith(str(key_home))]
 
 
 @pytest.mark.parametrize("process", ["cell", "relay"])
-def test_run_after_spare_killed(enclave, sealed, frame, process):
-    zygote = enclave.status()["zygote_pid"]
-    spare = _wait_for_spare(zygote)
-    killed = _spare_cell(spare) if process == "cell" else _spare_relay(spare, zygote)
-    os.kill(killed, signal.SIGKILL)
-    assert wait_until_gone(killed)
+def test_run_after_spares_killed(enclave, sealed, frame, process):
+    spares = _wait_for_spares(enclave)
+    zygote = find_zygote(enclave.status()["zygote_pid"])
+    if process == "cell":
+        killed = [pid for pid in spares if _process_name(pid) == "cnb-spare"]
+    else:
+        killed = [pid for pid in spares if _parent(pid) == zygote]
+    assert len(killed) == DEFAULT_POOL_SIZE
+    for pid in killed:
+        os.kill(pid, signal.SIGKILL)
+    assert all(wait_until_gone(pid) for pid in killed)
+
     value = enclave.run("float(data['x'].sum())", inputs={"data": sealed}).value
     assert value == pytest.approx(float(frame["x"].sum()))
 

@@ -34,7 +34,7 @@ from ..protocol import PeerClosedError, recv_fd, recv_message, send_message  # n
 from ..namespaces import effective_capabilities  # noqa: E402
 from ..sandbox import Limits, address_space_bytes, probe_run_namespaces, thread_count  # noqa: E402
 from . import runner  # noqa: E402
-from .spare import SpareSlot  # noqa: E402
+from .spare import SparePool  # noqa: E402
 
 # Headroom a runner needs above the zygote's mapped memory to start any code at all.
 _STARTUP_HEADROOM_BYTES = 64 * 1024**2
@@ -47,8 +47,8 @@ _CRASH_GRACE_SECONDS = 2.0
 _ESCALATION_STEP_SECONDS = 0.5
 _SWEEP_ROUNDS = 100
 
-# The runner prepared for the next run (see `spare`); None until `main` starts serving.
-_spares: SpareSlot | None = None
+# The runners prepared for the next runs (see `spare`); None until `main` starts serving.
+_spares: SparePool | None = None
 
 
 def main() -> None:
@@ -71,7 +71,7 @@ def main() -> None:
     hello = _hello(arguments.scratch_root)
     send_message(channel, hello)
     # The monitor gives runners their own namespaces exactly when the probe succeeded.
-    _spares = SpareSlot(arguments.scratch_root, hello["run_namespaces"] is None)
+    _spares = SparePool(arguments.scratch_root, hello["run_namespaces"] is None)
     _spares.refill()
     while True:
         try:
@@ -118,7 +118,7 @@ def _serve_one(channel: socket.socket) -> None:
     header, runner_fd = recv_fd(channel)
     if header.get("op") == "end":
         send_message(channel, {"status": _end(int(header["pid"]), bool(header.get("grace")), bool(header.get("escalate")))})
-        # After the reply, so the next spare prepares while the monitor signs the result.
+        # After the reply, so the new spare prepares while the monitor signs the result.
         if _spares is not None:
             _spares.refill()
         return
@@ -137,7 +137,7 @@ def _serve_one(channel: socket.socket) -> None:
         send_message(channel, rejection)
         return
 
-    assert _spares is not None, "main creates the spare slot before it serves requests"
+    assert _spares is not None, "main creates the spare pool before it serves requests"
     try:
         pid = _spares.start_run(header, runner_fd)
     except (OSError, RuntimeError) as exc:
@@ -218,13 +218,13 @@ def _wait_briefly(pid: int, seconds: float) -> int | None:
 
 
 def _sweep_orphans() -> None:
-    """Kill and reap every remaining child except the waiting spare runner.
+    """Kill and reap every remaining child except the waiting spare runners.
 
     Runs are sequential, so every other child belongs to the ended run.
     """
-    spare = _spares.spare_pid if _spares is not None else None
+    spares = _spares.spare_pids if _spares is not None else frozenset()
     for _ in range(_SWEEP_ROUNDS):
-        children = [child for child in _children() if child != spare]
+        children = [child for child in _children() if child not in spares]
         if not children:
             return
         for child in children:
