@@ -37,13 +37,14 @@ HANDLER_NAME = "cape_handler"
 _LIBRARY_PACKAGES = ("numpy", "pandas", "confidential_nb")
 _MAX_MESSAGE_CHARS = 2000
 _MAX_WARNING_ENTRIES = 20
-# The warm-up cell: a small version of the training that the demo and the first notebook run.
-_WARM_UP_SOURCE = """\
+# The warm-up cells: an aggregate, then a small version of the training that the demo and the first notebook run.
+_WARM_UP_AGGREGATE = "result = {'mean': float(data['number'].mean()), 'columns': list(data.columns)}\n"
+_WARM_UP_TRAINING = """\
 from confidential_nb.training import LogisticRegression, train_test_split
 numbers = data[["number", "count", "target"]]
 X_train, X_test, y_train, y_test = train_test_split(numbers, target="target", test_size=0.5, random_state=0)
 model = LogisticRegression(epochs=2).fit(X_train, y_train, validation_data=(X_test, y_test))
-result = {"accuracy": model.score(X_test, y_test), "model": model, "columns": list(data.columns)}
+result = {"accuracy": model.score(X_test, y_test), "model": model}
 """
 
 
@@ -90,14 +91,16 @@ def reseed() -> None:
     np.random.seed(seed % 2**32)
 
 
-def warm_up() -> None:
-    """Run a cell once on a small synthetic frame, the way a run does, and drop the outcome.
+def warm_up(run_waiting: Callable[[], bool] = lambda: False) -> None:
+    """Run cells on a small synthetic frame, the way a run does, and drop the outcome.
 
     The first decode and cell run in a fresh process cost several times
     the later ones: pandas finishes setting itself up, and a forked runner
     copies every page it touches for the first time. The zygote calls this
     before it forks, and a spare runner again while it waits, so a run pays
-    for neither. The data belongs to no run.
+    for neither. The data belongs to no run. Between its steps the warm-up
+    stops as soon as `run_waiting` returns True, because a waiting run
+    would only be delayed.
     """
     import numpy as np
     import pandas as pd
@@ -114,12 +117,15 @@ def warm_up() -> None:
         "group": pd.Categorical(["a", "b"] * (rows // 2)),
         "target": np.arange(rows) % 2,
     })
-    namespace: dict[str, Any] = {"__name__": "__cell__", "__builtins__": __builtins__,
-                                 "data": decode_frame(encode_frame(frame))}
-    reply, blob = execute(_WARM_UP_SOURCE, namespace)
-    if blob is None:
-        raise RuntimeError(f"the runner warm-up cell failed: {reply}")
-    decode_result(blob)
+    data = decode_frame(encode_frame(frame))
+    for source in (_WARM_UP_AGGREGATE, _WARM_UP_TRAINING):
+        if run_waiting():
+            return
+        namespace: dict[str, Any] = {"__name__": "__cell__", "__builtins__": __builtins__, "data": data}
+        reply, blob = execute(source, namespace)
+        if blob is None:
+            raise RuntimeError(f"the runner warm-up cell failed: {reply}")
+        decode_result(blob)
 
 
 def serve(channel: socket.socket) -> None:

@@ -278,19 +278,25 @@ def _enter_namespaces(control: socket.socket, scratch_root: str) -> int:
 def _prepare(control: socket.socket) -> seccomp.PreparedFilter | None:
     """Take the steps a run does not need: warm the library code up, reseed, build the seccomp filter.
 
-    The warm-up is skipped when the run already waits, because then it
+    The warm-up stops early once the run waits, because from then on it
     would only delay the run. Returns None when this platform has no
-    seccomp; a run that requests the filter then fails in `install_filter`.
+    seccomp, and a run that requests the filter then fails in
+    `install_filter`.
     """
-    readable, _, _ = select.select([control], [], [], 0)
-    if not readable:
-        runner.warm_up()
+    if not _run_waiting(control):
+        runner.warm_up(lambda: _run_waiting(control))
     # After the warm-up, so the run's random state is fresh whatever the warm-up drew.
     runner.reseed()
     try:
         return seccomp.prepare_filter()
     except RuntimeError:
         return None
+
+
+def _run_waiting(control: socket.socket) -> bool:
+    """Return True when the zygote has sent the run (or closed the control socket), without blocking."""
+    readable, _, _ = select.select([control], [], [], 0)
+    return bool(readable)
 
 
 def _await_run(control: socket.socket) -> tuple[dict[str, Any], int]:
