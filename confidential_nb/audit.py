@@ -16,6 +16,7 @@ for a symlink before the kernel opens it. Every outer layer
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -116,9 +117,20 @@ def _build_roots(read_roots: Sequence[str], write_roots: Sequence[str]) -> _Root
             raise ValueError(f"audit hook root {root!r} resolves to '/', which would allow every path")
 
     write = _resolve_all(write_roots)
-    defaults = [path for path in _resolve_all(default_read_roots()) if path != "/"]
-    read = tuple(dict.fromkeys((*_resolve_all(read_roots), *write, *defaults)))
+    read = tuple(dict.fromkeys((*_resolve_all(read_roots), *write, *resolved_default_read_roots())))
     return _Roots(read, write, _DEVICE_FILES, f"/proc/{os.getpid()}")
+
+
+@functools.cache
+def resolved_default_read_roots() -> tuple[str, ...]:
+    """Return `default_read_roots` resolved, computed once per process.
+
+    The zygote calls it before it forks, so runners inherit the result and
+    installing the hook costs them no file system lookups for these roots.
+    The roots depend only on the interpreter and the installed packages,
+    which do not change while the zygote runs.
+    """
+    return tuple(path for path in _resolve_all(default_read_roots()) if path != "/")
 
 
 def _resolve_all(paths: Sequence[str]) -> tuple[str, ...]:

@@ -29,6 +29,7 @@ _PR_SET_DUMPABLE = 4
 _PR_SET_NO_NEW_PRIVS = 38
 # Exit status of PID 1 for a cell process killed by signal N is this plus N, as shells report it.
 _SIGNAL_EXIT_BASE = 128
+_SCRATCH_ROOT_FLAGS = namespaces.MS_NOSUID | namespaces.MS_NODEV | namespaces.MS_NOEXEC
 RUN_NAMESPACES = (namespaces.CLONE_NEWUSER | namespaces.CLONE_NEWNS | namespaces.CLONE_NEWNET
                   | namespaces.CLONE_NEWPID | namespaces.CLONE_NEWIPC)
 
@@ -43,11 +44,17 @@ SINGLE_THREAD_ENVIRONMENT = {
     "JE_ARROW_MALLOC_CONF": "background_thread:false",
 }
 
+# Arrow's default pool (mimalloc in pyarrow 26.0.1) reserves 1 GiB of address space on first use, and
+# RLIMIT_AS counts it. Once the zygote had touched Arrow, its baseline, and so every run's minimum memory
+# limit, would be 1 GiB larger. The system allocator reserves nothing ahead.
+ARROW_ALLOCATOR_ENVIRONMENT = {"ARROW_DEFAULT_MEMORY_POOL": "system"}
+
 
 def clean_environment() -> dict[str, str]:
     """Return the environment enclave processes start with: no user variables."""
     environment = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "MPLBACKEND": "Agg"}
     environment.update(SINGLE_THREAD_ENVIRONMENT)
+    environment.update(ARROW_ALLOCATOR_ENVIRONMENT)
     # OpenBLAS on some CPUs needs these set to pick a working kernel, so they pass through.
     for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
         if name in os.environ:
@@ -89,6 +96,23 @@ def enter_run_namespaces(scratch_root: str, scratch: str) -> None:
     bound back, so a run cannot even list the directories of runs that go
     on at the same time.
     """
+    root = prepare_run_namespaces(scratch_root)
+    try:
+        bind_run_directory(root, scratch_root, scratch)
+    finally:
+        os.close(root)
+
+
+def prepare_run_namespaces(scratch_root: str) -> int:
+    """Enter the run's namespaces, cover the scratch root with a writable tmpfs and return a descriptor of the root.
+
+    These are the steps of `enter_run_namespaces` that do not depend on
+    the run, so a spare runner takes them before its run exists. The
+    returned ``O_PATH`` descriptor names the real scratch root under the
+    tmpfs. `bind_run_directory` uses it, and the caller must close it before
+    any user code runs, because through it every run's directory is
+    reachable.
+    """
     uid, gid = os.getuid(), os.getgid()
     # A non-dumpable process may not write its own uid_map, which /proc then gives to root; no secret is here yet.
     _require(_prctl(_PR_SET_DUMPABLE, 1), "the dumpable flag")
@@ -96,14 +120,31 @@ def enter_run_namespaces(scratch_root: str, scratch: str) -> None:
     namespaces.write_id_maps(uid, gid)
     namespaces.make_mounts_private()
 
-    # Opened in the new mount namespace, the descriptor names this run's directory after the tmpfs covers it.
-    kept = os.open(scratch, os.O_PATH | os.O_DIRECTORY)
+    # Opened in the new mount namespace, the descriptor names the scratch root after the tmpfs covers it.
+    root = os.open(scratch_root, os.O_PATH | os.O_DIRECTORY)
     try:
-        flags = namespaces.MS_NOSUID | namespaces.MS_NODEV | namespaces.MS_NOEXEC
-        namespaces.mount("tmpfs", scratch_root, "tmpfs", flags, "mode=0755,size=64k")
+        namespaces.mount("tmpfs", scratch_root, "tmpfs", _SCRATCH_ROOT_FLAGS, "mode=0755,size=64k")
+    except BaseException:
+        os.close(root)
+        raise
+    return root
+
+
+def bind_run_directory(root: int, scratch_root: str, scratch: str) -> None:
+    """Bind the run's directory `scratch`, found under the covered scratch root `root`, and make the tmpfs read-only.
+
+    Needs the mount namespace and capabilities of `prepare_run_namespaces`.
+    Raises ValueError when `scratch` is not a directory directly under
+    `scratch_root`, the only layout the monitor creates.
+    """
+    name = os.path.basename(scratch)
+    if os.path.join(scratch_root, name) != scratch or name in ("", ".", ".."):
+        raise ValueError(f"invalid run directory {scratch!r}: expected a directory directly under {scratch_root!r}")
+    kept = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=root)
+    try:
         os.mkdir(scratch, 0o700)
         namespaces.mount(f"/proc/self/fd/{kept}", scratch, None, namespaces.MS_BIND | namespaces.MS_REC)
-        namespaces.mount("none", scratch_root, None, namespaces.MS_REMOUNT | namespaces.MS_RDONLY | flags)
+        namespaces.mount("none", scratch_root, None, namespaces.MS_REMOUNT | namespaces.MS_RDONLY | _SCRATCH_ROOT_FLAGS)
     finally:
         os.close(kept)
 

@@ -327,32 +327,60 @@ def filter_active() -> bool:
     return False
 
 
-def install_filter() -> None:
+@dataclass(frozen=True)
+class PreparedFilter:
+    """A filter program built for one process, ready for `install_filter` in that process."""
+
+    pid: int
+    arch: _Architecture
+    program: ctypes.Array[_SockFilter]
+
+
+def prepare_filter() -> PreparedFilter:
+    """Build the runner filter for this process without installing it.
+
+    A spare runner prepares its filter before its run arrives, so only the
+    system calls of `install_filter` remain on the run's critical path.
+    Raises RuntimeError when the platform is not supported.
+    """
+    ok, reason = supported()
+    arch = current_architecture()
+    if not ok or arch is None:
+        raise RuntimeError(f"cannot install the seccomp filter: {reason}")
+    program = build_program(arch, os.getpid())
+    instructions = (_SockFilter * len(program))(*(_SockFilter(*instruction) for instruction in program))
+    return PreparedFilter(os.getpid(), arch, instructions)
+
+
+def install_filter(prepared: PreparedFilter | None = None) -> None:
     """Set no_new_privs and install the runner filter on every thread of this process.
 
     Call it in the runner after its last fork, after the isolation steps
-    that need denied calls (unshare, mount), and before any user code runs. The filter embeds this process's id, because it
-    lets signals reach only this process. A second call in the same process
-    does nothing. Raises OSError when the kernel rejects a step, and
-    RuntimeError when the platform is not supported or a thread could not
-    be synchronised.
+    that need denied calls (unshare, mount, setrlimit), and before any user
+    code runs. The filter embeds this process's id, because it lets signals
+    reach only this process, so a `prepared` filter must come from
+    `prepare_filter` in this same process (ValueError otherwise). A second
+    call in the same process does nothing. Raises OSError when the kernel
+    rejects a step, and RuntimeError when the platform is not supported or
+    a thread could not be synchronised.
     """
     global _installed
     if _installed:
         logger.debug("seccomp filter already installed in this process")
         return
 
-    ok, reason = supported()
-    arch = current_architecture()
-    if not ok or arch is None:
-        raise RuntimeError(f"cannot install the seccomp filter: {reason}")
+    if prepared is None:
+        prepared = prepare_filter()
+    elif prepared.pid != os.getpid():
+        raise ValueError(f"the seccomp filter was prepared for process {prepared.pid}, not for this process "
+                         f"{os.getpid()}; call prepare_filter in the process that installs it")
 
     libc = ctypes.CDLL(None, use_errno=True)
     _set_no_new_privs(libc)
-    _load_filter(libc, arch, build_program(arch, os.getpid()))
+    _load_filter(libc, prepared.arch, prepared.program)
 
     _installed = True
-    logger.debug("seccomp filter installed for %s", arch.name)
+    logger.debug("seccomp filter installed for %s", prepared.arch.name)
 
 
 def _set_no_new_privs(libc: ctypes.CDLL) -> None:
@@ -363,9 +391,8 @@ def _set_no_new_privs(libc: ctypes.CDLL) -> None:
         raise OSError(code, f"prctl(PR_SET_NO_NEW_PRIVS) failed: {os.strerror(code)}")
 
 
-def _load_filter(libc: ctypes.CDLL, arch: _Architecture, program: list[tuple[int, int, int, int]]) -> None:
-    instructions = (_SockFilter * len(program))(*(_SockFilter(*instruction) for instruction in program))
-    fprog = _SockFprog(len(program), instructions)
+def _load_filter(libc: ctypes.CDLL, arch: _Architecture, instructions: ctypes.Array[_SockFilter]) -> None:
+    fprog = _SockFprog(len(instructions), instructions)
 
     # TSYNC applies the filter to every thread at once, where prctl(PR_SET_SECCOMP) confines only the caller.
     libc.syscall.restype = ctypes.c_long

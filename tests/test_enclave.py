@@ -144,6 +144,7 @@ def test_runner_environment_is_clean(enclave, key_home):
                       "'crypto': 'cryptography' in sys.modules, 'keys': 'confidential_nb.keys' in sys.modules}")
     assert "CONFIDENTIAL_NB_HOME" not in run.value["env"]
     assert run.value["env"]["OPENBLAS_NUM_THREADS"] == "1"
+    assert run.value["env"]["ARROW_DEFAULT_MEMORY_POOL"] == "system"
     assert run.value["env"]["TMPDIR"] == run.value["cwd"]
     assert not run.value["cwd"].startswith(str(key_home))
     assert run.value["crypto"] is False
@@ -157,12 +158,12 @@ def test_run_scratch_directory_removed(enclave):
 
 def test_run_timeout_kills_process_group(enclave):
     zygote = enclave.status()["zygote_pid"]
-    before = descendants(zygote)
+    before = runner_processes(zygote)
     source = ("import os, time\ntry:\n    if os.fork() == 0:\n        time.sleep(600)\nexcept PermissionError:\n    pass\n"
               "while True:\n    pass\n")
     with pytest.raises(EnclaveTimeoutError, match="timeout of 1.5 seconds"):
         enclave.run(source, timeout=1.5)
-    assert descendants(zygote) == before
+    assert runner_processes(zygote) == before
     assert enclave.run("'alive'").value == "alive"
 
 
@@ -289,9 +290,13 @@ def test_run_interrupt_stops_run_and_keeps_enclave(key_home):
 def test_enclave_close_leaves_no_process(key_home):
     local = Enclave(key_home)
     status = local.status()
+    # The zygote's processes, its waiting spare runner among them.
+    below = descendants(status["zygote_pid"])
+    assert below
     local.close()
     assert wait_until_gone(status["monitor_pid"])
     assert wait_until_gone(status["zygote_pid"])
+    assert all(wait_until_gone(pid) for pid in below)
 
 
 def test_enclave_exits_when_host_process_dies(key_home, tmp_path):

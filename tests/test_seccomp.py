@@ -102,6 +102,38 @@ def test_filter_active_after_install() -> None:
     assert report_of(seccomp.filter_active, install=False) == {"value": False}
 
 
+def test_prepared_filter_installs() -> None:
+    def prepare_then_install() -> list[object]:
+        prepared = seccomp.prepare_filter()
+        before = seccomp.filter_active()
+        seccomp.install_filter(prepared)
+        return [before, seccomp.filter_active(), fork_denied_errno()]
+
+    assert report_of(prepare_then_install, install=False) == {"value": [False, True, errno.EPERM]}
+
+
+def test_prepared_filter_of_other_process_rejected() -> None:
+    # Prepared here, in pytest, so it embeds pytest's pid rather than the child's.
+    prepared = seccomp.prepare_filter()
+
+    def install_foreign() -> bool:
+        try:
+            seccomp.install_filter(prepared)
+        except ValueError:
+            return seccomp.filter_active()
+        raise AssertionError("install_filter accepted a filter prepared for another process")
+
+    assert report_of(install_foreign, install=False) == {"value": False}
+
+
+def fork_denied_errno() -> int:
+    try:
+        fork_and_reap()
+    except OSError as exc:
+        return exc.errno or 0
+    return 0
+
+
 def test_install_twice_stacks_one_filter() -> None:
     def install_again() -> str:
         seccomp.install_filter()

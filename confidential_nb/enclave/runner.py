@@ -38,6 +38,15 @@ HANDLER_NAME = "cape_handler"
 _LIBRARY_PACKAGES = ("numpy", "pandas", "confidential_nb")
 _MAX_MESSAGE_CHARS = 2000
 _MAX_WARNING_ENTRIES = 20
+# The warm-up cells: an aggregate, then a small version of the training that the demo and the first notebook run.
+_WARM_UP_AGGREGATE = "result = {'mean': float(data['number'].mean()), 'columns': list(data.columns)}\n"
+_WARM_UP_TRAINING = """\
+from confidential_nb.training import LogisticRegression, train_test_split
+numbers = data[["number", "count", "target"]]
+X_train, X_test, y_train, y_test = train_test_split(numbers, target="target", test_size=0.5, random_state=0)
+model = LogisticRegression(epochs=2).fit(X_train, y_train, validation_data=(X_test, y_test))
+result = {"accuracy": model.score(X_test, y_test), "model": model}
+"""
 
 
 class LineCounter(io.TextIOBase):
@@ -81,6 +90,43 @@ def reseed() -> None:
     seed = int.from_bytes(os.urandom(8), "big")
     random.seed(seed)
     np.random.seed(seed % 2**32)
+
+
+def warm_up(run_waiting: Callable[[], bool] = lambda: False) -> None:
+    """Run cells on a small synthetic frame, the way a run does, and drop the outcome.
+
+    The first decode and cell run in a fresh process cost several times
+    the later ones: pandas finishes setting itself up, and a forked runner
+    copies every page it touches for the first time. The zygote calls this
+    before it forks, and a spare runner again while it waits, so a run pays
+    for neither. The data belongs to no run. Between its steps the warm-up
+    stops as soon as `run_waiting` returns True, because a waiting run
+    would only be delayed.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from ..frame_codec import decode_frame, encode_frame
+    from ..result_codec import decode_result
+
+    rows = 16
+    frame = pd.DataFrame({
+        "number": np.linspace(0.0, 1.0, rows),
+        "count": np.arange(rows, dtype=np.int64),
+        "flag": np.arange(rows) % 3 == 0,
+        "label": pd.Series([f"row {index}" for index in range(rows)], dtype=object),
+        "group": pd.Categorical(["a", "b"] * (rows // 2)),
+        "target": np.arange(rows) % 2,
+    })
+    data = decode_frame(encode_frame(frame))
+    for source in (_WARM_UP_AGGREGATE, _WARM_UP_TRAINING):
+        if run_waiting():
+            return
+        namespace: dict[str, Any] = {"__name__": "__cell__", "__builtins__": __builtins__, "data": data}
+        reply, blob = execute(source, namespace)
+        if blob is None:
+            raise RuntimeError(f"the runner warm-up cell failed: {reply}")
+        decode_result(blob)
 
 
 def serve(channel: socket.socket) -> None:

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import os
 
-from ..sandbox import SINGLE_THREAD_ENVIRONMENT
+from ..sandbox import ARROW_ALLOCATOR_ENVIRONMENT, SINGLE_THREAD_ENVIRONMENT
 
 # BLAS and Arrow must see these before numpy or pandas load, or they start thread pools.
 os.environ.update(SINGLE_THREAD_ENVIRONMENT)
+os.environ.update(ARROW_ALLOCATOR_ENVIRONMENT)
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import ctypes  # noqa: E402
+import gc  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
 import sys  # noqa: E402
@@ -30,11 +32,9 @@ import pandas  # noqa: E402, F401
 from .. import audit, bundles, frame_codec, result_codec, seccomp, training  # noqa: E402, F401
 from ..protocol import PeerClosedError, recv_fd, recv_message, send_message  # noqa: E402
 from ..namespaces import effective_capabilities  # noqa: E402
-from ..sandbox import (  # noqa: E402
-    Limits, address_space_bytes, enter_run_namespaces, fork_run_init, isolate_runner, probe_run_namespaces, relay_exit,
-    thread_count,
-)
+from ..sandbox import Limits, address_space_bytes, probe_run_namespaces, thread_count  # noqa: E402
 from . import runner  # noqa: E402
+from .spare import SparePool  # noqa: E402
 
 # Headroom a runner needs above the zygote's mapped memory to start any code at all.
 _STARTUP_HEADROOM_BYTES = 64 * 1024**2
@@ -49,9 +49,12 @@ _SWEEP_ROUNDS = 100
 
 # Runners forked and not yet ended; several runs may go on at once.
 _active_runners: set[int] = set()
+# The runners prepared for the next runs (see `spare`); None until `main` starts serving.
+_spares: SparePool | None = None
 
 
 def main() -> None:
+    global _spares
     parser = argparse.ArgumentParser(prog="confidential_nb.enclave.zygote")
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--scratch-root", required=True)
@@ -65,7 +68,13 @@ def main() -> None:
     channel = socket.socket(fileno=arguments.fd)
     # Runners share this uid; a non-dumpable zygote cannot be traced or read through /proc by them.
     libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
-    send_message(channel, _hello(arguments.scratch_root))
+    # The warm-up imports modules too, and the hello lists the modules that runners inherit, so it comes first.
+    _prepare_for_forks()
+    hello = _hello(arguments.scratch_root)
+    send_message(channel, hello)
+    # The monitor gives runners their own namespaces exactly when the probe succeeded.
+    _spares = SparePool(arguments.scratch_root, hello["run_namespaces"] is None)
+    _spares.refill()
     while True:
         try:
             _serve_one(channel)
@@ -86,6 +95,20 @@ def _hello(scratch_root: str) -> dict[str, Any]:
     }
 
 
+def _prepare_for_forks() -> None:
+    """Load once what every runner would otherwise set up by itself, then freeze the heap for forking.
+
+    The warm-up runs the frame codec and the cell machinery on synthetic
+    data, so pandas' lazy set-up happens here, once. Freezing moves every
+    object to the garbage collector's permanent generation, so collections
+    in runners do not touch, and so copy, the zygote's pages.
+    """
+    audit.resolved_default_read_roots()
+    runner.warm_up()
+    gc.collect()
+    gc.freeze()
+
+
 def _seccomp_unavailable() -> str | None:
     """Return None when runners can get the seccomp filter, else the reason they cannot."""
     supported, reason = seccomp.supported()
@@ -100,6 +123,9 @@ def _serve_one(channel: socket.socket) -> None:
         status = _end(pid, bool(header.get("grace")), bool(header.get("escalate"))) if pid in _active_runners else 0
         _active_runners.discard(pid)
         send_message(channel, {"status": status})
+        # After the reply, so the new spare prepares while the monitor signs the result.
+        if _spares is not None:
+            _spares.refill()
         return
     if header.get("op") == "clear":
         _clear_directory(str(header["path"]))
@@ -116,11 +142,13 @@ def _serve_one(channel: socket.socket) -> None:
         send_message(channel, rejection)
         return
 
-    zygote_pid = os.getpid()
-    pid = os.fork()
-    if pid == 0:
-        _become_runner(runner_fd, header, limits, zygote_pid)
-    os.close(runner_fd)
+    assert _spares is not None, "main creates the spare pool before it serves requests"
+    try:
+        pid = _spares.start_run(header, runner_fd)
+    except (OSError, RuntimeError) as exc:
+        # For example, fork fails with EAGAIN at the process limit. The monitor reports the error and the zygote stays up.
+        send_message(channel, {"error": f"starting a runner failed ({type(exc).__name__}: {exc})"})
+        return
     _active_runners.add(pid)
     send_message(channel, {"pid": pid})
 
@@ -133,76 +161,6 @@ def _check_fork(limits: Limits) -> dict[str, Any] | None:
     if limits.memory_bytes < baseline:
         return {"error": "memory", "baseline": baseline}
     return None
-
-
-def _become_runner(runner_fd: int, header: dict[str, Any], limits: Limits, zygote_pid: int) -> None:
-    """Run in the forked child: enter the run's namespaces, isolate, run the cell; never returns.
-
-    With namespaces, the cell runs two forks further down (see
-    `_enter_namespaces`).
-    """
-    status = 1
-    try:
-        libc = ctypes.CDLL(None)
-        # A runner must not outlive the zygote; the check covers a zygote that died before the prctl call.
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != zygote_pid:
-            return
-        scratch = str(header["scratch"])
-        if header.get("namespaces"):
-            _enter_namespaces(runner_fd, str(header["scratch_root"]), scratch)
-        isolate_runner(scratch, runner_fd, limits)
-        runner.reseed()
-        channel = socket.socket(fileno=runner_fd)
-        _install_filters(header, scratch)
-        runner.serve(channel)
-        status = 0
-    finally:
-        os._exit(status)
-
-
-def _install_filters(header: dict[str, Any], scratch: str) -> None:
-    """Install the seccomp filter, then the audit hook, as the last steps before the cell's code.
-
-    The filter goes first because installing it calls ctypes, which the
-    hook rejects. Neither is skipped silently, because the monitor requests
-    exactly what its layer report promises.
-    """
-    sys.dont_write_bytecode = True
-    if header.get("seccomp"):
-        seccomp.install_filter()
-    if header.get("audit_hook"):
-        audit.install_audit_hook(audit.default_read_roots(), [scratch])
-
-
-def _enter_namespaces(runner_fd: int, scratch_root: str, scratch: str) -> None:
-    """Enter the run's namespaces; return in the cell's process, two forks further down.
-
-    This process stays outside the run's PID namespace and relays the exit
-    status of PID 1 in it, which relays that of the cell's process. Each
-    level has SIGKILL as its parent-death signal, so killing this process
-    (as `_end` does) ends the whole namespace.
-    """
-    libc = ctypes.CDLL(None)
-    enter_run_namespaces(scratch_root, scratch)
-    libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
-    init = fork_run_init()
-    if init != 0:
-        os.close(runner_fd)
-        relay_exit(init, init=False)
-
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    # Its parent is outside this PID namespace, so getppid() returns 0 while that parent lives.
-    if os.getppid() != 0:
-        os._exit(1)
-    cell = os.fork()
-    if cell != 0:
-        os.close(runner_fd)
-        relay_exit(cell, init=True)
-
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != 1:
-        os._exit(1)
 
 
 def _end(pid: int, grace: bool, escalate: bool = False) -> int:
@@ -266,14 +224,16 @@ def _wait_briefly(pid: int, seconds: float) -> int | None:
 
 
 def _sweep_orphans(ended: int) -> None:
-    """Kill and reap every child that is not a runner still in use: orphans of ended runs came back to us.
+    """Kill and reap every child that is neither a runner still in use nor a waiting spare.
 
     In the run's own PID namespace orphans go to its PID 1 and die with it;
     without that namespace, a process a cell detached with setsid comes
     back here as an orphan when its parent dies.
     """
+    spares = _spares.spare_pids if _spares is not None else frozenset()
     for _ in range(_SWEEP_ROUNDS):
-        children = [child for child in _children() if child == ended or child not in _active_runners]
+        children = [child for child in _children()
+                    if child == ended or (child not in _active_runners and child not in spares)]
         if not children:
             return
         for child in children:
