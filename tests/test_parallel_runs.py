@@ -267,3 +267,14 @@ def test_library_training_reports_its_last_epoch(local: Enclave) -> None:
     assert records[-1]["epoch"] == result.value["epochs_run"]
     assert records[-1]["loss"] == pytest.approx(result.value["loss"], rel=1e-3)
     assert result.receipt.progress_records == len(records)
+
+
+def test_ended_runs_leave_no_process_behind(local: Enclave) -> None:
+    # After a normal reply the zygote only sends SIGKILL, and reaps the run when its next request arrives.
+    zygote = local.status()["zygote_pid"]
+    for index in range(6):
+        assert local.run(f"import threading, time\nthreading.Thread(target=time.sleep, args=(60,)).start()\n{index}").value == index
+    assert wait_until_no_runners(zygote)
+    local.status()
+    assert local.run("'next'").value == "next"
+    assert wait_until_no_runners(zygote)

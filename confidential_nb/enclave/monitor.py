@@ -558,8 +558,9 @@ class Monitor:
         except (ProtocolError, OSError):
             return self._crash_reply(session, limits)
 
-        # Whatever the cell left running (threads, timers, atexit handlers) ends before the reply is trusted.
-        session.end()
+        # Whatever the cell left running (threads, timers, atexit handlers) gets SIGKILL before the reply is trusted.
+        # A plaintext file in the scratch directory is read by the guard, so then the run must also be gone.
+        session.end(reap=any(spec.get("file") for spec in request.get("inputs", [])))
         return _guard(Reply(header, attachments), guard_source, bool(request["debug"]), budget - progress.bytes)
 
     def _receive_reply(self, channel: socket.socket, progress: ProgressRelay, budget: int,
@@ -604,14 +605,17 @@ class Monitor:
             send_fd(self.zygote_channel, {"op": "clear", "path": str(scratch)}, None)
             recv_message(self.zygote_channel)
 
-    def _end_runner(self, pid: int, grace: bool = False, escalate: bool = False) -> int:
+    def _end_runner(self, pid: int, grace: bool = False, escalate: bool = False, reap: bool = True) -> int:
         """Have the zygote kill the runner's process group (whatever it started goes too) and reap it; return its status.
 
         The zygote does the killing because `pid` is a process ID in the
-        sandbox's PID namespace, which names another process out here.
+        sandbox's PID namespace, which names another process out here. With
+        ``reap=False`` the zygote replies once every process of the run has
+        been sent SIGKILL, and reaps them afterwards; the status is then 0.
         """
         with self._zygote_lock:
-            send_fd(self.zygote_channel, {"op": "end", "pid": pid, "grace": grace, "escalate": escalate}, None)
+            send_fd(self.zygote_channel, {"op": "end", "pid": pid, "grace": grace, "escalate": escalate, "reap": reap},
+                    None)
             reply, _ = recv_message(self.zygote_channel)
         return int(reply["status"])
 

@@ -38,7 +38,7 @@ class RunCancelled(Exception):
 class RunSession:
     """The state one run shares between the thread that runs it and the watcher of the host's channel."""
 
-    def __init__(self, channel: socket.socket, end_runner: Callable[[int, bool, bool], int]) -> None:
+    def __init__(self, channel: socket.socket, end_runner: Callable[[int, bool, bool, bool], int]) -> None:
         self.channel = channel
         self._end_runner = end_runner
         self.cancelled = threading.Event()
@@ -61,13 +61,17 @@ class RunSession:
         if self.cancelled.is_set():
             self.end()
 
-    def end(self, *, grace: bool = False, escalate: bool = False) -> int:
-        """End the runner once, however many threads ask; return its status (0 when there is none)."""
+    def end(self, *, grace: bool = False, escalate: bool = False, reap: bool = True) -> int:
+        """End the runner once, however many threads ask; return its status (0 when there is none).
+
+        With ``reap=False`` this returns once every process of the run has
+        been sent SIGKILL, before they are reaped, and the status is 0.
+        """
         with self._lock:
             if self._pid is None:
                 return 0
             if self._status is None:
-                self._status = self._end_runner(self._pid, grace, escalate)
+                self._status = self._end_runner(self._pid, grace, escalate, reap)
             return self._status
 
     @property

@@ -49,6 +49,8 @@ _SWEEP_ROUNDS = 100
 
 # Runners forked and not yet ended; several runs may go on at once.
 _active_runners: set[int] = set()
+# Runners sent SIGKILL and not reaped yet.
+_dying: set[int] = set()
 # The runners prepared for the next runs (see `spare`); None until `main` starts serving.
 _spares: SparePool | None = None
 
@@ -118,14 +120,9 @@ def _seccomp_unavailable() -> str | None:
 def _serve_one(channel: socket.socket) -> None:
     """Handle one request from the monitor: a fork (with a descriptor) or the end of a runner."""
     header, runner_fd = recv_fd(channel)
+    _reap_dying()
     if header.get("op") == "end":
-        pid = int(header["pid"])
-        status = _end(pid, bool(header.get("grace")), bool(header.get("escalate"))) if pid in _active_runners else 0
-        _active_runners.discard(pid)
-        send_message(channel, {"status": status})
-        # After the reply, so the new spare prepares while the monitor signs the result.
-        if _spares is not None:
-            _spares.refill()
+        _serve_end(channel, header)
         return
     if header.get("op") == "clear":
         _clear_directory(str(header["path"]))
@@ -151,6 +148,72 @@ def _serve_one(channel: socket.socket) -> None:
         return
     _active_runners.add(pid)
     send_message(channel, {"pid": pid})
+
+
+def _serve_end(channel: socket.socket, header: dict[str, Any]) -> None:
+    """End a runner as the monitor requests, reply, then reap it and refill the spares.
+
+    With ``"reap": false`` (a run that replied normally) every process of
+    the run gets SIGKILL at once and the reply follows right away. The
+    processes tear down their memory by themselves, and `_reap_dying`
+    collects them when the next request arrives. A process sent SIGKILL
+    runs no more user code, so the monitor may then guard the reply.
+    """
+    pid = int(header["pid"])
+    if pid not in _active_runners:
+        send_message(channel, {"status": 0})
+        return
+    _active_runners.discard(pid)
+    if header.get("reap") is False:
+        _kill_run(pid)
+        send_message(channel, {"status": 0})
+        _dying.add(pid)
+    else:
+        send_message(channel, {"status": _end(pid, bool(header.get("grace")), bool(header.get("escalate")))})
+    # After the reply, so the new spare prepares while the monitor signs the result.
+    if _spares is not None:
+        _spares.refill()
+
+
+def _reap_dying() -> None:
+    """Reap the killed runs' processes that have exited, without waiting for the others."""
+    for pid in list(_dying):
+        try:
+            reaped, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            reaped = pid
+        if reaped == pid:
+            _dying.discard(pid)
+
+
+def _kill_run(pid: int) -> None:
+    """Send SIGKILL to the runner, its process group and every process below it, without waiting."""
+    for target in (pid, *_descendants(pid)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(target, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Return the processes below `pid`, read from the children files of each one's threads in /proc."""
+    found: list[int] = []
+    pending = [pid]
+    while pending:
+        parent = pending.pop()
+        try:
+            threads = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for thread in threads:
+            try:
+                with open(f"/proc/{parent}/task/{thread}/children") as children:
+                    pending += [int(child) for child in children.read().split()]
+            except (OSError, ValueError):
+                continue
+        if parent != pid:
+            found.append(parent)
+    return found
 
 
 def _check_fork(limits: Limits) -> dict[str, Any] | None:
@@ -233,7 +296,7 @@ def _sweep_orphans(ended: int) -> None:
     spares = _spares.spare_pids if _spares is not None else frozenset()
     for _ in range(_SWEEP_ROUNDS):
         children = [child for child in _children()
-                    if child == ended or (child not in _active_runners and child not in spares)]
+                    if child == ended or not (child in _active_runners or child in spares or child in _dying)]
         if not children:
             return
         for child in children:
