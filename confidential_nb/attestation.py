@@ -339,14 +339,17 @@ class Receipt:
         return self.body.get("debug") is not False
 
     def verify(self, *, signer: PublicKey | None = None, platform_fingerprint: str | None = None,
-               allow_debug: bool = False) -> bool:
+               allow_debug: bool = False, verified_document: AttestationDocument | None = None) -> bool:
         """Return True when the receipt checks out, else raise `AttestationError`.
 
         The embedded attestation document must be signed by its platform
         certificate. With `platform_fingerprint`, that certificate must be the
         pinned one. The receipt must be signed by the key that the document
         attests, and a `signer` given here must be that same key. A receipt
-        of a debug run is rejected unless `allow_debug` is True.
+        of a debug run is rejected unless `allow_debug` is True. When the
+        embedded document is exactly `verified_document`, one the caller
+        verified before (as `Enclave` does when it starts), its platform
+        signature is not checked again.
         """
         if self.debug and not allow_debug:
             raise AttestationError("receipt comes from a debug run, whose printed output and exception messages "
@@ -359,7 +362,8 @@ class Receipt:
                                        "pass allow_debug=True to accept it")
             if document.debug != self.debug:
                 raise AttestationError("receipt's debug flag does not match its attestation document's")
-            attested = _verify_embedded(document, platform_fingerprint, self.body.get("attestation_digest"))
+            attested = _verify_embedded(document, platform_fingerprint, self.body.get("attestation_digest"),
+                                        verified_document)
             # The whole key, signing part included: a fingerprint covers only the sealing parts.
             if key is not None and key != attested:
                 raise AttestationError("receipt's signer is not the key its attestation document attests")
@@ -422,8 +426,12 @@ class Receipt:
         return f"<Receipt run {self.run_id[:8]} function {self.function_checksum[:12]} result {self.result_digest[:12]}>"
 
 
-def _verify_embedded(document: AttestationDocument, platform_fingerprint: str | None, digest: object) -> PublicKey:
+def _verify_embedded(document: AttestationDocument, platform_fingerprint: str | None, digest: object,
+                     verified: AttestationDocument | None = None) -> PublicKey:
     from .platform import certificate_fingerprint, verify_platform_signature
+
+    if verified is not None and digest == document.digest == verified.digest and platform_fingerprint is None:
+        return verified.public_key
 
     certificate = document.certificate
     if platform_fingerprint is not None and certificate_fingerprint(certificate) != platform_fingerprint:

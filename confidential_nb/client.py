@@ -532,7 +532,8 @@ class Enclave:
             else:
                 channel.close()
         assert self._key is not None
-        return _finish_run(header, replies, request["nonce"], self._key, self.debug, request["op"], exchange.records)
+        return _finish_run(header, replies, request["nonce"], self._key, self.debug, request["op"], exchange.records,
+                           self._document)
 
 
 def _add_limits(request: dict[str, Any], timeout: float | None, memory: int | str | None) -> float:
@@ -701,8 +702,13 @@ def _check_name(name: object, role: str) -> None:
 
 
 def _finish_run(header: dict[str, Any], attachments: list[bytes], nonce: str, key: PublicKey, debug: bool,
-                operation: str = "run", progress: list[dict[str, Any]] | None = None) -> RunResult:
-    """Check the reply to a run (operation ``run``) or an invoke, and return its result or raise its error."""
+                operation: str = "run", progress: list[dict[str, Any]] | None = None,
+                verified_document: AttestationDocument | None = None) -> RunResult:
+    """Check the reply to a run (operation ``run``) or an invoke, and return its result or raise its error.
+
+    `verified_document` is the attestation document the host verified when
+    the enclave started, which receipts of its runs embed.
+    """
     from .attestation import Receipt
     from .result_codec import decode_result
     from .results import RunResult
@@ -718,7 +724,7 @@ def _finish_run(header: dict[str, Any], attachments: list[bytes], nonce: str, ke
 
     blob = attachments[0]
     receipt = Receipt.from_dict(header.get("receipt"), signer=key)
-    receipt.verify(allow_debug=debug)
+    receipt.verify(allow_debug=debug, verified_document=verified_document)
     if receipt.debug != debug:
         raise errors.AttestationError(f"the receipt's debug flag is {receipt.debug}, but this enclave's is {debug}")
     receipt.check_binding(nonce=nonce, result=blob, progress=progress)

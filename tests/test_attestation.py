@@ -169,6 +169,23 @@ def test_receipt_edited_embedded_document_rejected(receipt):
         receipt.verify()
 
 
+def test_receipt_with_known_document_verifies(receipt, document):
+    assert receipt.verify(verified_document=document) is True
+
+
+def test_receipt_known_document_does_not_cover_edits(receipt, document):
+    # Only the very document verified before skips the platform signature; an edited one is checked in full.
+    receipt.body["attestation"]["document"]["nonce"] = "00" * 32
+    with pytest.raises(AttestationError):
+        receipt.verify(verified_document=document)
+
+
+def test_receipt_known_document_keeps_signer_check(receipt, document, keys):
+    receipt.body["run_id"] = "edited"
+    with pytest.raises(AttestationError):
+        receipt.verify(verified_document=document)
+
+
 def test_receipt_other_result_rejected(receipt):
     with pytest.raises(AttestationError, match="result digest does not match"):
         receipt.check_binding(nonce=NONCE, result=b"tampered result")
