@@ -44,7 +44,6 @@ from .input_cache import InputCache
 from .inputs import InputRejected, InputSources, OpenedInput, attachment_count, open_inputs
 from .egress import MAX_WARNINGS, fit_text_to_budget, guard_failure, guarded_output, guarded_warnings, text_size
 from .service import ServiceAccount
-from .result_guard import EgressRejected, SealedSource, guard_result
 from .run_session import ProgressRelay, RunSession
 
 log = logging.getLogger("confidential_nb.enclave")
@@ -192,6 +191,8 @@ class Monitor:
             cwd=self.scratch_root,
         )
         theirs.close()
+        # numpy and pandas load here while the zygote starts on the other core, not before it.
+        import_result_guard()
         ours.settimeout(_ZYGOTE_START_SECONDS)
         try:
             hello, _ = recv_message(ours)
@@ -688,6 +689,11 @@ def _app_text(content: bytes) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
+def import_result_guard() -> None:
+    """Import the result guard, and with it numpy and pandas, which take about a third of a second."""
+    from . import result_guard  # noqa: F401
+
+
 def parallel_run_limit() -> int:
     """Return how many runs may go on at once: one per core this process may use."""
     return max(1, len(os.sched_getaffinity(0)))
@@ -736,6 +742,8 @@ def _utc_seconds(moment: float) -> str:
 
 def _guard_result_value(result: bytes, inputs: list[OpenedInput], scratch: Path) -> Reply | None:
     """Hold a result to the egress rules of its inputs' policies; return the failure reply when it breaks one."""
+    from .result_guard import EgressRejected, SealedSource, guard_result
+
     sources = [SealedSource(item.name, item.policy, _frame_of(item, scratch)) for item in inputs]
     try:
         guard_result(result, sources)
