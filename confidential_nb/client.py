@@ -317,8 +317,10 @@ class Enclave:
     def _monitor_failed(self, generation: int, exc: BaseException) -> errors.EnclaveError:
         """Stop a monitor whose run channel broke, unless it was restarted meanwhile; return the error to raise."""
         with self._lock:
-            if generation == self._generation:
-                self._close_locked()
+            if generation != self._generation:
+                return errors.EnclaveError("the enclave was closed (Enclave.close, or the end of its with block) while "
+                                           "the run was in progress; run it again, which starts the enclave anew")
+            self._close_locked()
         return errors.EnclaveError(
             f"the enclave process stopped unexpectedly ({exc}); it restarts on the next run, see {self.home / 'enclave.log'}"
         )

@@ -278,3 +278,39 @@ def test_ended_runs_leave_no_process_behind(local: Enclave) -> None:
     local.status()
     assert local.run("'next'").value == "next"
     assert wait_until_no_runners(zygote)
+
+
+# Closes the runner's sockets to the monitor, so the monitor sees a crash, then keeps the process alive.
+HANG_UP = """
+import os, time
+for name in os.listdir('/proc/self/fd'):
+    try:
+        if os.readlink('/proc/self/fd/' + name).startswith('socket:'):
+            os.close(int(name))
+    except OSError:
+        pass
+time.sleep(30)
+"""
+
+
+def test_a_hung_up_runner_does_not_hold_up_other_runs(local: Enclave) -> None:
+    # The monitor gives the hung-up runner two seconds to exit; other runs go on meanwhile.
+    hung = local.submit(HANG_UP, timeout=60)
+    assert poll(lambda: local.status()["active_runs"] == 1)
+    time.sleep(0.3)
+    for index in range(3):
+        assert local.run(f"{index} * 2").value == index * 2
+    assert not hung.done()
+    with pytest.raises(confidential_nb.errors.EnclaveError, match="without a result"):
+        hung.result(timeout=60)
+
+
+def test_closing_during_runs_names_the_cause(key_home: Path) -> None:
+    enclave = Enclave(key_home)
+    runs = [enclave.submit(SLEEP.format(seconds=30, value=index)) for index in range(3)]
+    assert poll(lambda: enclave.status()["active_runs"] >= 1)
+    enclave.close()
+    for run in runs:
+        with pytest.raises(confidential_nb.errors.EnclaveError, match="closed"):
+            run.result(timeout=60)
+    assert "Bad file descriptor" not in (key_home / "enclave.log").read_text()

@@ -53,6 +53,12 @@ DEFAULT_RUNNER_UID = 65534
 _ZYGOTE_START_SECONDS = 60.0
 # How often a run waiting for a free core checks whether the host cancelled it.
 _SLOT_POLL_SECONDS = 0.1
+# How long a runner whose channel closed may take to exit by itself before it is killed.
+_CRASH_GRACE_SECONDS = 2.0
+# How long a timed-out runner gets after SIGINT, and again after SIGTERM, before SIGKILL.
+_ESCALATION_STEP_SECONDS = 0.5
+# How often the monitor asks the zygote whether a runner it waits for has exited.
+_EXIT_POLL_SECONDS = 0.01
 
 # A run without sealed inputs has no policy; its result may still not exceed this size.
 NO_INPUT_RESULT_LIMIT_BYTES = 1024**3
@@ -154,6 +160,7 @@ class Monitor:
         self._counts_lock = threading.Lock()
         self.active_runs = 0
         self.waiting_runs = 0
+        self.closing = False
 
     def _start_zygote(self) -> tuple[subprocess.Popen[bytes], socket.socket, dict[str, Any], str | None]:
         """Start the zygote inside the sandbox, or without the sandbox's view if this machine cannot build it."""
@@ -283,6 +290,10 @@ class Monitor:
         try:
             return self.handle(header, attachments, session)
         except Exception:  # One bad request must not end the enclave; the host gets an error instead.
+            if self.closing:
+                log.info("run %s stopped because the enclave is closing", header.get("run_id"))
+                return failure("closed", "the enclave was closed while the run was in progress; run it again, "
+                                         "which starts the enclave anew")
             log.exception("request %r failed inside the monitor", header.get("op"))
             return failure("internal", f"the enclave failed to handle the request; see enclave.log in {self.home}")
 
@@ -614,13 +625,34 @@ class Monitor:
         ``reap=False`` the zygote replies once every process of the run has
         been sent SIGKILL, and reaps them afterwards; the status is then 0.
         """
-        with self._zygote_lock:
-            send_fd(self.zygote_channel, {"op": "end", "pid": pid, "grace": grace, "escalate": escalate, "reap": reap},
-                    None)
-            reply, _ = recv_message(self.zygote_channel)
+        # Waiting for the runner happens here, between short zygote requests, so other runs' requests go on.
+        exited = self._await_exit(pid, _CRASH_GRACE_SECONDS) if grace else None
+        for number in (signal.SIGINT, signal.SIGTERM) if escalate else ():
+            if exited is not None:
+                break
+            self._zygote_request({"op": "signal", "pid": pid, "signal": int(number)})
+            exited = self._await_exit(pid, _ESCALATION_STEP_SECONDS)
+        reply = self._zygote_request({"op": "end", "pid": pid, "reap": reap})
         return int(reply["status"])
 
+    def _await_exit(self, pid: int, seconds: float) -> int | None:
+        """Poll the zygote until the runner has exited or `seconds` pass; return its status, or None."""
+        deadline = time.monotonic() + seconds
+        while True:
+            status = self._zygote_request({"op": "poll", "pid": pid}).get("status")
+            if status is not None or time.monotonic() >= deadline:
+                return None if status is None else int(status)
+            time.sleep(_EXIT_POLL_SECONDS)
+
+    def _zygote_request(self, header: dict[str, Any]) -> dict[str, Any]:
+        with self._zygote_lock:
+            send_fd(self.zygote_channel, header, None)
+            reply, _ = recv_message(self.zygote_channel)
+        return reply
+
     def close(self) -> None:
+        # Runs still going fail once the zygote's channel closes, and this flag tells them why.
+        self.closing = True
         self.zygote_channel.close()
         try:
             self.zygote.wait(timeout=5)

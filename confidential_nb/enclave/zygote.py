@@ -51,6 +51,8 @@ _SWEEP_ROUNDS = 100
 _active_runners: set[int] = set()
 # Runners sent SIGKILL and not reaped yet.
 _dying: set[int] = set()
+# Exit statuses of runners reaped by `_poll` that the monitor has not ended yet.
+_exited: dict[int, int] = {}
 # The runners prepared for the next runs (see `spare`); None until `main` starts serving.
 _spares: SparePool | None = None
 
@@ -124,6 +126,13 @@ def _serve_one(channel: socket.socket) -> None:
     if header.get("op") == "end":
         _serve_end(channel, header)
         return
+    if header.get("op") == "poll":
+        send_message(channel, {"status": _poll(int(header["pid"]))})
+        return
+    if header.get("op") == "signal":
+        _signal_runner(int(header["pid"]), int(header["signal"]))
+        send_message(channel, {"ok": True})
+        return
     if header.get("op") == "clear":
         _clear_directory(str(header["path"]))
         send_message(channel, {"ok": True})
@@ -164,7 +173,11 @@ def _serve_end(channel: socket.socket, header: dict[str, Any]) -> None:
         send_message(channel, {"status": 0})
         return
     _active_runners.discard(pid)
-    if header.get("reap") is False:
+    if pid in _exited:
+        # The runner exited while the monitor waited for it (see `_poll`); only its orphans are left to sweep.
+        send_message(channel, {"status": _exited.pop(pid)})
+        _sweep_orphans(pid)
+    elif header.get("reap") is False:
         _kill_run(pid)
         send_message(channel, {"status": 0})
         _dying.add(pid)
@@ -173,6 +186,30 @@ def _serve_end(channel: socket.socket, header: dict[str, Any]) -> None:
     # After the reply, so the new spare prepares while the monitor signs the result.
     if _spares is not None:
         _spares.refill()
+
+
+def _poll(pid: int) -> int | None:
+    """Return the runner's exit code or minus its signal once it has exited, else None, without waiting.
+
+    The monitor polls a runner it gives time to exit, so that the zygote
+    stays free for the other runs meanwhile.
+    """
+    if pid in _exited:
+        return _exited[pid]
+    if pid not in _active_runners:
+        return 0
+    reaped, status = os.waitpid(pid, os.WNOHANG)
+    if reaped != pid:
+        return None
+    _exited[pid] = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+    return _exited[pid]
+
+
+def _signal_runner(pid: int, number: int) -> None:
+    """Send an interrupt or termination signal to a runner still going, as a timeout's first steps."""
+    if pid in _active_runners and pid not in _exited and number in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, number)
 
 
 def _reap_dying() -> None:
