@@ -163,6 +163,12 @@ class Enclave:
         self._lock = threading.Lock()
         self._finalizer = weakref.finalize(self, _stop_process, None, None)
 
+    def __repr__(self) -> str:
+        kind = "debug enclave" if self.debug else "enclave"
+        process = self._process
+        state = f"running as pid {process.pid}" if process is not None and process.poll() is None else "not started"
+        return f"<Enclave ({kind}) on {self.home}: {state}>"
+
     def __enter__(self) -> Enclave:
         return self
 

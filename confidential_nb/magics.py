@@ -207,7 +207,9 @@ class ConfidentialMagics(Magics):
         except ConfidentialNBError as error:
             # The client's frames tell the user nothing about their cell, and the
             # message already names the cause, so the error is shown from here.
-            raise error.with_traceback(None)
+            raise with_magic_line(error).with_traceback(None)
+        except KeyboardInterrupt as interrupt:
+            raise interrupt.with_traceback(None)
 
         namespace[out_name] = result
         show_result(result)
@@ -584,6 +586,22 @@ def run_in_enclave(
     # The cell's whole output comes from this magic, so the progress bar may clear it when it closes.
     return run_with_progress(lambda progress: enclave.run(source, inputs=dict(inputs), params=dict(params),
                                                           timeout=timeout, memory=memory, progress=progress))
+
+
+def with_magic_line(error: ConfidentialNBError) -> ConfidentialNBError:
+    """Return `error` with its cell line also counted as Jupyter counts it, from the ``%%cape`` line.
+
+    The enclave runs the cell's body, so line 1 is the line below
+    ``%%cape``. The error keeps that number in its ``line`` attribute.
+    """
+    from .errors import EnclaveError
+
+    line = getattr(error, "line", None)
+    if type(error) is not EnclaveError or not line:
+        return error
+    text = str(error).replace(f"at line {line} of the cell",
+                              f"at line {line} of the cell (line {line + 1} counting the %%cape line)", 1)
+    return EnclaveError(text, exception_type=error.exception_type, line=line)
 
 
 def submit_to_enclave(

@@ -516,7 +516,7 @@ def test_cape_displays_training_curves(shell: InteractiveShell, sealed_in_shell:
 
 
 def test_cape_cell_error_names_type_and_line(shell: InteractiveShell, sealed_in_shell: Sealed) -> None:
-    with pytest.raises(EnclaveError, match="ZeroDivisionError at line 2") as caught:
+    with pytest.raises(EnclaveError, match=r"ZeroDivisionError at line 2 of the cell \(line 3 counting the %%cape line\)") as caught:
         run_cape(shell, "--input sealed", "x = len(data)\ny = x / 0\nresult = y\n")
 
     assert caught.value.exception_type == "ZeroDivisionError"
