@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -557,3 +558,21 @@ def test_enclave_close_removes_cgroup(key_home):
     local.close()
     assert wait_until_gone(status["monitor_pid"])
     assert _sandbox_cgroups(status["monitor_pid"]) == []
+
+
+@pytest.mark.parametrize("delay", [0.2, 0.35, 0.5])
+def test_interrupted_start_leaves_no_scratch_root(key_home, delay):
+    # Whether the interrupt lands before, during or after the zygote's start depends on the machine; none may leave one.
+    Enclave(key_home).close()
+    root = Path(tempfile.gettempdir())
+    before = set(root.glob("confidential_nb-*"))
+    local = Enclave(key_home)
+    timer = threading.Timer(delay, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        local.status()
+        timer.join()
+    except KeyboardInterrupt:
+        timer.join()
+    local.close()
+    assert set(root.glob("confidential_nb-*")) <= before

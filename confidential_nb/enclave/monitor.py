@@ -134,7 +134,12 @@ class Monitor:
         os.chown(self.scratch_root, service_account.uid if service_account else -1, self.runner_gid)
         os.chmod(self.scratch_root, 0o770)
         self.cgroup, cgroup_reason = create_pids_cgroup(f"confidential_nb-{os.getpid()}")
-        self.zygote, self.zygote_channel, hello, view_reason = self._start_zygote()
+        try:
+            self.zygote, self.zygote_channel, hello, view_reason = self._start_zygote()
+        except BaseException:
+            # A start cut short (the host stopped it, or the zygote failed) leaves no scratch root behind.
+            shutil.rmtree(self.scratch_root, ignore_errors=True)
+            raise
         self.preloaded_modules = frozenset(str(name) for name in hello.get("preloaded_modules", []))
         self.sandbox = SandboxState(
             view=view_reason, runner_uid=int(hello["uid"]),
