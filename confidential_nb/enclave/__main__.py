@@ -69,11 +69,11 @@ def main(argv: list[str] | None = None) -> int:
 
     monitor = Monitor(keys, home, channel, debug=arguments.debug, audit_hook=not arguments.no_audit_hook,
                       service_account=account, input_cache_bytes=arguments.input_cache_bytes)
-    if account is not None:
-        preload_monitor_modules()
-        become_service_account(account, monitor.runner_gid)
-        logging.getLogger("confidential_nb.enclave").info("monitor now runs as the service account %s", account.name)
     try:
+        if account is not None:
+            preload_monitor_modules()
+            become_service_account(account, monitor.runner_gid)
+            logging.getLogger("confidential_nb.enclave").info("monitor now runs as the service account %s", account.name)
         monitor.serve()
     finally:
         # A SIGTERM that arrives while closing must not cut the cleanup of the sandbox short.

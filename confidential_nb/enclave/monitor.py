@@ -130,16 +130,25 @@ class Monitor:
         self.runner_uid = runner_uid if os.geteuid() == 0 else os.getuid()
         self.runner_gid = runner_uid if os.geteuid() == 0 else os.getgid()
         self.service_account = service_account
-        # The monitor (as itself or as its service account) creates run directories here, the zygote probes here.
-        os.chown(self.scratch_root, service_account.uid if service_account else -1, self.runner_gid)
-        os.chmod(self.scratch_root, 0o770)
-        self.cgroup, cgroup_reason = create_pids_cgroup(f"confidential_nb-{os.getpid()}")
         try:
+            # The monitor (as itself or as its service account) creates run directories here, the zygote probes here.
+            os.chown(self.scratch_root, service_account.uid if service_account else -1, self.runner_gid)
+            os.chmod(self.scratch_root, 0o770)
+            self.cgroup, cgroup_reason = create_pids_cgroup(f"confidential_nb-{os.getpid()}")
             self.zygote, self.zygote_channel, hello, view_reason = self._start_zygote()
         except BaseException:
             # A start cut short (the host stopped it, or the zygote failed) leaves no scratch root behind.
             shutil.rmtree(self.scratch_root, ignore_errors=True)
             raise
+        try:
+            self._finish_start(hello, view_reason, cgroup_reason, audit_hook, notebook_uid, input_cache_bytes)
+        except BaseException:
+            self.close()
+            raise
+
+    def _finish_start(self, hello: dict[str, Any], view_reason: str | None, cgroup_reason: str | None,
+                      audit_hook: bool, notebook_uid: int | None, input_cache_bytes: int | None) -> None:
+        """Record the sandbox the zygote reports and set up the run state, once the zygote is up."""
         self.preloaded_modules = frozenset(str(name) for name in hello.get("preloaded_modules", []))
         self.sandbox = SandboxState(
             view=view_reason, runner_uid=int(hello["uid"]),
@@ -666,8 +675,10 @@ class Monitor:
             self.zygote.wait()
         # The sandbox starter removes the cgroup after the zygote ended.
         shutil.rmtree(self.scratch_root, ignore_errors=True)
-        self.inputs.host_mappings.clear()
-        self.inputs.pool.clear()
+        inputs: InputSources | None = getattr(self, "inputs", None)
+        if inputs is not None:
+            inputs.host_mappings.clear()
+            inputs.pool.clear()
 
 
 def _hand_over(scratch: Path, uid: int, gid: int) -> None:
