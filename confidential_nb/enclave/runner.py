@@ -184,7 +184,7 @@ def _send_progress_to(channel: socket.socket) -> None:
 
 
 def _bind_inputs(header: dict[str, Any], attachments: list[Attachment]) -> dict[str, Any]:
-    """Build the cell's namespace: each input by name, a DataFrame decoded in place from its private mapping where it can be."""
+    """Build the cell's namespace: each input by name, a large DataFrame decoded in place from its private mapping."""
     from ..frame_codec import decode_frame
     from ..result_codec import decode_result
 
