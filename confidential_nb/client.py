@@ -23,7 +23,7 @@ import time
 import uuid
 import warnings
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -188,18 +188,20 @@ class Enclave:
         ensure_public_key(self.home, self.service_user)
 
         ours, theirs = socket.socketpair()
-        process = subprocess.Popen(
-            _monitor_command(self.home, "--fd", str(theirs.fileno()), "--host-pid", str(os.getpid()),
-                             *(["--debug"] if self.debug else []),
-                             *([] if self.audit_hook else ["--no-audit-hook"]),
-                             "--input-cache-bytes", str(self.input_cache_bytes), service_user=self.service_user),
-            pass_fds=(theirs.fileno(),), env=clean_environment(), start_new_session=True,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        theirs.close()
-        self._process, self._channel = process, ours
-        self._finalizer.detach()
-        self._finalizer = weakref.finalize(self, _stop_process, process, ours)
+        # An interrupt between the monitor's start and the next line would leave it running unseen by close().
+        with _interrupts_deferred():
+            process = subprocess.Popen(
+                _monitor_command(self.home, "--fd", str(theirs.fileno()), "--host-pid", str(os.getpid()),
+                                 *(["--debug"] if self.debug else []),
+                                 *([] if self.audit_hook else ["--no-audit-hook"]),
+                                 "--input-cache-bytes", str(self.input_cache_bytes), service_user=self.service_user),
+                pass_fds=(theirs.fileno(),), env=clean_environment(), start_new_session=True,
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            theirs.close()
+            self._process, self._channel = process, ours
+            self._finalizer.detach()
+            self._finalizer = weakref.finalize(self, _stop_process, process, ours)
         log.info("%s monitor started as pid %d", "debug enclave" if self.debug else "enclave", process.pid)
 
         try:
@@ -793,6 +795,26 @@ def _pin_measurements(home: Path, platform_fingerprint: str, debug: bool, measur
     current = load_pins(home) or Pins(platform_fingerprint, None)
     save_pins(home, current.with_measurements(debug, measured))
     log.info("pinned the %s measurements in %s", "debug enclave's" if debug else "enclave's", home)
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Hold back Ctrl-C (SIGINT) in the main thread until the block ends, then raise it.
+
+    Elsewhere, or when the program handles SIGINT itself, the block runs as is.
+    """
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    received: list[int] = []
+    signal.signal(signal.SIGINT, lambda number, frame: received.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if received:
+        raise KeyboardInterrupt
 
 
 def _stop_process(process: subprocess.Popen[bytes] | None, channel: socket.socket | None) -> None:
