@@ -47,7 +47,7 @@ log = logging.getLogger("confidential_nb.client")
 _HOST_GRACE_SECONDS = 30.0
 _START_TIMEOUT_SECONDS = 60.0
 _RESERVED_NAMES = frozenset({"result", "__builtins__", "__name__"})
-# How long an interrupted run may take to confirm that it stopped before its channel is dropped.
+# How long sending the cancel message of an interrupted run may take before its channel is dropped anyway.
 _CANCEL_WAIT_SECONDS = 1.0
 # How often a waiting run checks its cancel event.
 _CANCEL_POLL_SECONDS = 0.1
