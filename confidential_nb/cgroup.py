@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 from pathlib import Path
 
 log = logging.getLogger("confidential_nb.enclave")
@@ -19,6 +20,8 @@ log = logging.getLogger("confidential_nb.enclave")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 # Processes and threads of the whole sandbox: the zygote, two processes per run and their threads.
 DEFAULT_PIDS_MAX = 512
+# Each enclave's cgroup is named this prefix, its monitor's pid and a random part.
+CGROUP_PREFIX = "confidential_nb-"
 
 
 def create_pids_cgroup(name: str, pids_max: int = DEFAULT_PIDS_MAX) -> tuple[Path | None, str | None]:
@@ -26,6 +29,7 @@ def create_pids_cgroup(name: str, pids_max: int = DEFAULT_PIDS_MAX) -> tuple[Pat
     parent, reason = _pids_parent()
     if parent is None:
         return None, reason
+    remove_stale_cgroups(parent)
     path = parent / name
     try:
         path.mkdir(mode=0o755)
@@ -35,6 +39,22 @@ def create_pids_cgroup(name: str, pids_max: int = DEFAULT_PIDS_MAX) -> tuple[Pat
             path.rmdir()
         return None, f"cannot create a pids cgroup in {parent}: {exc.strerror}"
     return path, None
+
+
+def cgroup_name() -> str:
+    """Return a new name for this enclave's cgroup: its monitor's pid and a random part, so a later monitor with the same pid gets another name."""
+    return f"{CGROUP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def remove_stale_cgroups(parent: Path) -> None:
+    """Remove the empty cgroups of enclaves whose monitor has ended, for example after it was killed."""
+    for path in parent.glob(f"{CGROUP_PREFIX}*"):
+        pid = path.name[len(CGROUP_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or Path(f"/proc/{pid}").exists():
+            continue
+        # A cgroup that still has members cannot be removed, and is left as it is.
+        with contextlib.suppress(OSError):
+            path.rmdir()
 
 
 def _pids_parent() -> tuple[Path | None, str | None]:

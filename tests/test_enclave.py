@@ -543,7 +543,7 @@ def test_status_layers_all_active_as_root(enclave):
 
 
 def _sandbox_cgroups(monitor_pid: int) -> list[Path]:
-    return [path for pattern in ("*/confidential_nb-{}", "*/*/confidential_nb-{}", "confidential_nb-{}")
+    return [path for pattern in ("*/confidential_nb-{}-*", "*/*/confidential_nb-{}-*", "confidential_nb-{}-*")
             for path in Path("/sys/fs/cgroup").glob(pattern.format(monitor_pid))]
 
 
@@ -576,3 +576,17 @@ def test_interrupted_start_leaves_no_scratch_root(key_home, delay):
         timer.join()
     local.close()
     assert set(root.glob("confidential_nb-*")) <= before
+
+
+def test_enclave_start_removes_stale_cgroups(key_home):
+    from confidential_nb.cgroup import CGROUP_PREFIX, _pids_parent
+
+    parent, reason = _pids_parent()
+    if parent is None:
+        pytest.skip(f"no pids cgroup on this machine: {reason}")
+    # A pid above the kernel's largest possible pid (2**22) names a monitor that cannot be running.
+    stale = parent / f"{CGROUP_PREFIX}{2**22 + 1}-0000"
+    stale.mkdir()
+    with Enclave(key_home) as local:
+        local.status()
+    assert not stale.exists()

@@ -36,7 +36,7 @@ from ..protocol import (
     Attachment, DescriptorAttachment, MessageTooLargeError, OutgoingAttachment, PeerClosedError, ReceivedDescriptor,
     recv_fd, recv_message, send_fd, send_message,
 )
-from ..cgroup import create_pids_cgroup
+from ..cgroup import cgroup_name, create_pids_cgroup
 from ..sandbox import Limits, SandboxState, clean_environment, layer_report, measured_layers
 from ..shared_buffers import BufferPool, default_retained_bytes
 from ..view import view_spec
@@ -134,11 +134,15 @@ class Monitor:
             # The monitor (as itself or as its service account) creates run directories here, the zygote probes here.
             os.chown(self.scratch_root, service_account.uid if service_account else -1, self.runner_gid)
             os.chmod(self.scratch_root, 0o770)
-            self.cgroup, cgroup_reason = create_pids_cgroup(f"confidential_nb-{os.getpid()}")
+            self.cgroup: Path | None = None
+            self.cgroup, cgroup_reason = create_pids_cgroup(cgroup_name())
             self.zygote, self.zygote_channel, hello, view_reason = self._start_zygote()
         except BaseException:
-            # A start cut short (the host stopped it, or the zygote failed) leaves no scratch root behind.
+            # A start cut short (the host stopped it, or the zygote failed) leaves no scratch root or cgroup behind.
             shutil.rmtree(self.scratch_root, ignore_errors=True)
+            if self.cgroup is not None:
+                with contextlib.suppress(OSError):
+                    self.cgroup.rmdir()
             raise
         try:
             self._finish_start(hello, view_reason, cgroup_reason, audit_hook, notebook_uid, input_cache_bytes)
