@@ -4,10 +4,9 @@ Usage: python benchmarks/bench_interrupt.py [--repeats N]
 
 For each repeat a busy cell (a pure-Python loop that never ends) runs in a
 warm enclave. SIGINT then reaches this process, as the notebook's stop
-button reaches the kernel, and the script records when `Enclave.run` raises
-KeyboardInterrupt and when the monitor reports no active run (it counts a
-run as active until the zygote has killed and reaped the runner's process
-group). The same is measured for `BackgroundRun.cancel`. The next run's time
+button reaches the kernel. The script records when `Enclave.run` raises
+KeyboardInterrupt and when the monitor reports no active run. The monitor
+counts a run as active until the zygote has killed the runner's processes. The same is measured for `BackgroundRun.cancel`. The next run's time
 is printed beside an ordinary warm run, measured in the same loop.
 """
 
@@ -89,14 +88,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as home, confidential_nb.Enclave(home) as enclave:
         enclave.run(TRIVIAL)
         for _ in range(repeats):
-            raised, gone = interrupted_run(enclave)
+            raised, stopped = interrupted_run(enclave)
             rows["interrupt: KeyboardInterrupt raised"].append(raised)
-            rows["interrupt: runner gone"].append(gone)
+            rows["interrupt: runner gone"].append(stopped)
             rows["next run after a stop"].append(timed_run(enclave))
             rows["ordinary warm run"].append(timed_run(enclave))
-            raised, gone = cancelled_run(enclave)
+            raised, stopped = cancelled_run(enclave)
             rows["cancel: RunCancelledError raised"].append(raised)
-            rows["cancel: runner gone"].append(gone)
+            rows["cancel: runner gone"].append(stopped)
 
     print(f"{repeats} repeats on {os.cpu_count()} cores; times in ms after the interrupt or cancel")
     print(f"{'measure':<38} {'median':>9} {'max':>9}")

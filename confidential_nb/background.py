@@ -12,14 +12,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("confidential_nb.background")
 
-# What a background run calls: the run itself, given the progress callback and the cancel event.
+# The function a background run calls: the run itself, given the progress callback and the cancel event.
 Start = Callable[[Callable[[dict[str, Any]], None], threading.Event], "RunResult"]
 
 
 class BackgroundRun:
     """Handle of a run going on in its own thread; several go on in parallel, one per core.
 
-    ``done()`` tells whether it ended, ``wait(timeout)`` waits for the end,
+    ``done()`` returns whether it ended, ``wait(timeout)`` waits for the end,
     ``result(timeout)`` returns the `RunResult` or raises the run's error,
     ``cancel()`` stops it, and ``progress`` is the latest progress record
     of a library model training in it (None before the first).
@@ -38,7 +38,7 @@ class BackgroundRun:
     def _work(self, start: Start) -> None:
         try:
             self._result = start(self._record_progress, self._cancel)
-        except BaseException as exc:  # The error belongs to whoever asks for the result, not to this thread.
+        except BaseException as exc:  # The error is raised by result(), not in this thread.
             log.info("background %s failed: %s", self.label, type(exc).__name__)
             self._error = exc
         finally:

@@ -312,7 +312,7 @@ class Enclave:
                 theirs.close()
             if not reply.get("ok"):
                 ours.close()
-                raise errors.EnclaveError(f"the enclave refused a new run channel: {reply.get('message')}")
+                raise errors.EnclaveError(f"the enclave rejected a new run channel: {reply.get('message')}; close the enclave and run again")
             return ours, self._generation
 
     def _return_channel(self, channel: socket.socket, generation: int) -> None:
@@ -501,7 +501,7 @@ class Enclave:
         except errors.InputHandleError:
             if not handles:
                 raise
-            log.info("the enclave no longer holds %d cached inputs; sending them again", len(handles))
+            log.info("the enclave no longer has %d cached inputs; sending them again", len(handles))
             self._input_handles.forget(inputs.values())
             return self._send_recorded(*build({}), inputs, timeout, memory, progress, cancel)
 

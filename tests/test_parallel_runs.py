@@ -64,7 +64,7 @@ def test_runs_from_two_threads_go_on_at_once(local: Enclave) -> None:
     assert values == {0: 0, 1: 1}
 
 
-def test_runs_beyond_the_cores_wait_for_a_free_one(local: Enclave) -> None:
+def test_runs_beyond_cores_wait(local: Enclave) -> None:
     limit = local.status()["max_parallel_runs"]
     runs = [local.submit(SLEEP.format(seconds=2, value=index)) for index in range(limit + 1)]
     seen: list[tuple[int, int]] = []
@@ -92,7 +92,8 @@ def test_submit_returns_a_background_run(local: Enclave) -> None:
     run = local.submit(SLEEP.format(seconds=1, value="done"))
     assert "running" in repr(run)
     assert run.wait(timeout=60)
-    assert run.done() and run.state == "finished"
+    assert run.done()
+    assert run.state == "finished"
     assert run.result().value == "done"
     assert run.result().receipt is not None
 
@@ -139,10 +140,12 @@ def test_cancel_of_a_waiting_run_leaves_the_others(local: Enclave) -> None:
     assert local.status()["waiting_runs"] == 0
 
 
-def test_a_failed_background_run_raises_its_error(local: Enclave) -> None:
+def test_background_run_failure_raises_error(local: Enclave) -> None:
     run = local.submit("1 / 0")
     assert run.wait(timeout=60)
-    assert run.state == "failed" and "ZeroDivisionError" not in repr(run) and "EnclaveError" in repr(run)
+    assert run.state == "failed"
+    assert "ZeroDivisionError" not in repr(run)
+    assert "EnclaveError" in repr(run)
     with pytest.raises(confidential_nb.errors.EnclaveError, match="ZeroDivisionError"):
         run.result()
 
@@ -202,7 +205,7 @@ def test_progress_counts_against_the_result_budget(local: Enclave) -> None:
     "{'model': 'LogisticRegression', 'epoch': 1, 'epochs': 2, 'loss': 0.5, 'accuracy': 0.5, 'rows': 'secret'}",
     "{'model': 'LogisticRegression', 'epoch': 1, 'epochs': 2, 'loss': 'secret', 'accuracy': 0.5}",
 ])
-def test_a_forged_progress_record_stops_the_run(local: Enclave, record: str) -> None:
+def test_forged_progress_record_stops_run(local: Enclave, record: str) -> None:
     # The cell shares the runner's process, so it can reach the sink; the monitor checks what it sends.
     source = f"from confidential_nb.training import progress\nprogress._sink({record})\nresult = 1\n"
     records: list[dict[str, Any]] = []
@@ -280,7 +283,7 @@ def test_ended_runs_leave_no_process_behind(local: Enclave) -> None:
     assert wait_until_no_runners(zygote)
 
 
-# Closes the runner's sockets to the monitor, so the monitor sees a crash, then keeps the process alive.
+# Closes the runner's sockets to the monitor, which then treats the run as crashed, and keeps the process alive.
 HANG_UP = """
 import os, time
 for name in os.listdir('/proc/self/fd'):
@@ -293,7 +296,7 @@ time.sleep(30)
 """
 
 
-def test_a_hung_up_runner_does_not_hold_up_other_runs(local: Enclave) -> None:
+def test_hung_up_runner_leaves_others_running(local: Enclave) -> None:
     # The monitor gives the hung-up runner two seconds to exit; other runs go on meanwhile.
     hung = local.submit(HANG_UP, timeout=60)
     assert poll(lambda: local.status()["active_runs"] == 1)

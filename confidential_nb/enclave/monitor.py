@@ -57,7 +57,7 @@ _SLOT_POLL_SECONDS = 0.1
 _CRASH_GRACE_SECONDS = 2.0
 # How long a timed-out runner gets after SIGINT, and again after SIGTERM, before SIGKILL.
 _ESCALATION_STEP_SECONDS = 0.5
-# How often the monitor asks the zygote whether a runner it waits for has exited.
+# How often the monitor polls the zygote for the exit of a runner it waits for.
 _EXIT_POLL_SECONDS = 0.01
 
 # A run without sealed inputs has no policy; its result may still not exceed this size.
@@ -239,7 +239,7 @@ class Monitor:
         """Serve the control channel: attestation, status and new run channels, until the host closes it.
 
         Runs go over run channels, each served by its own thread, so that
-        several runs can go on at once and a control request never waits
+        several runs can go on at once and a control request does not wait
         for a run.
         """
         while True:
@@ -316,7 +316,7 @@ class Monitor:
             return failure("internal", f"the enclave failed to handle the request; see enclave.log in {self.home}")
 
     def handle(self, header: dict[str, Any], attachments: list[Attachment], session: RunSession | None = None) -> Reply:
-        """Answer one request; runs and invokes need the `session` of the run channel they came on."""
+        """Handle one request and return its reply; runs and invokes need the `session` of their run channel."""
         operation = header.get("op")
         try:
             if operation == "attest":
@@ -669,7 +669,7 @@ class Monitor:
         return reply
 
     def close(self) -> None:
-        # Runs still going fail once the zygote's channel closes, and this flag tells them why.
+        # Runs still going fail once the zygote's channel closes, and this flag gives them the reason.
         self.closing = True
         self.zygote_channel.close()
         try:

@@ -166,7 +166,7 @@ def serve(channel: socket.socket) -> None:
 def _send_progress_to(channel: socket.socket) -> None:
     """Have the library's training loops send their progress records to the monitor on `channel`.
 
-    The cell shares this process, so it could send records too; the
+    The cell shares this process, so it could send records too. The
     monitor accepts only well-formed records, within a rate limit and a
     share of the result budget, so a forged one carries no more than the
     result could.

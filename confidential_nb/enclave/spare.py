@@ -10,7 +10,7 @@ Only the steps that need them remain: binding the run's scratch directory,
 the process isolation with the run's limits, the filters and the audit
 hook.
 
-A spare is forked from the zygote, which never holds a key or a run's
+A spare is forked from the zygote, which never has a key or a run's
 plaintext, so a spare forked while another run goes on cannot see that
 run's data. Each spare serves exactly one run and is never reused. The
 zygote keeps a small pool of them (`SparePool`).

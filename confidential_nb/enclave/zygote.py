@@ -326,8 +326,8 @@ def _wait_briefly(pid: int, seconds: float) -> int | None:
 def _sweep_orphans(ended: int) -> None:
     """Kill and reap every child that is neither a runner still in use nor a waiting spare.
 
-    In the run's own PID namespace orphans go to its PID 1 and die with it;
-    without that namespace, a process a cell detached with setsid comes
+    In the run's own PID namespace orphans go to its PID 1 and die with it.
+    Without that namespace, a process a cell detached with setsid comes
     back here as an orphan when its parent dies.
     """
     spares = _spares.spare_pids if _spares is not None else frozenset()

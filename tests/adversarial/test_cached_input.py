@@ -82,7 +82,7 @@ def frame() -> pd.DataFrame:
 def test_cell_cannot_change_cached_input(enclave: Enclave, frame: pd.DataFrame) -> None:
     sealed = confidential_nb.seal(frame, key=enclave.public_key())
     enclave.run(WRITE_CELL, inputs={"data": sealed}, timeout=30)
-    # The second run gets the input by handle from the cache, so it sees the same memory file.
+    # The second run gets the input by handle from the cache, so it maps the same memory file.
     assert enclave._input_handles.handles_for({"data": sealed})
 
     assert enclave.run(CHECK_CELL, inputs={"data": sealed}, params={"original": frame}, timeout=30).value is True
