@@ -17,6 +17,7 @@ the kernel kills PID 1 and with it every process in the namespace.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import os
 import signal
@@ -72,7 +73,9 @@ def _enter(spec: ViewSpec, uid: int, gid: int, privileged: bool, command: list[s
         ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         namespaces.unshare(namespaces.CLONE_NEWNS | namespaces.CLONE_NEWNET | namespaces.CLONE_NEWIPC | namespaces.CLONE_NEWUTS)
         new_root = os.path.join(spec.scratch_root, "view")
-        os.makedirs(new_root, mode=0o700, exist_ok=True)
+        # Only the leaf: a scratch root the monitor removed after a start cut short must not come back.
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(new_root, mode=0o700)
         build_view(spec, new_root)
         # The view's mount point is an empty directory in the scratch root, which runs should not see.
         os.rmdir(new_root)
