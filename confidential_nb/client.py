@@ -299,9 +299,14 @@ class Enclave:
 
     # Run channels
 
-    def _take_channel(self) -> tuple[socket.socket, int]:
-        """Start the monitor if needed and return an idle run channel, or a new one, with its monitor's generation."""
+    def _take_channel(self, since: int | None = None) -> tuple[socket.socket, int]:
+        """Start the monitor if needed and return an idle run channel, or a new one, with its monitor's generation.
+
+        With `since`, raise instead when the enclave was closed after that generation began.
+        """
         with self._lock:
+            if since is not None and since != self._generation:
+                raise _closed_error()
             self._start_locked()
             if self._idle_channels:
                 return self._idle_channels.pop(), self._generation
@@ -326,8 +331,7 @@ class Enclave:
         """Stop a monitor whose run channel broke, unless it was restarted meanwhile; return the error to raise."""
         with self._lock:
             if generation != self._generation:
-                return errors.EnclaveError("the enclave was closed (Enclave.close, or the end of its with block) while "
-                                           "the run was in progress; run it again, which starts the enclave anew")
+                return _closed_error()
             self._close_locked()
         return errors.EnclaveError(
             f"the enclave process stopped unexpectedly ({exc}); it restarts on the next run, see {self.home / 'enclave.log'}"
@@ -456,8 +460,12 @@ class Enclave:
         request, _ = build({})
         _add_limits(request, timeout, memory)
 
+        # A run still waiting to start when the enclave closes fails, rather than starting the enclave anew.
+        with self._lock:
+            generation = self._generation
+
         def start(progress: ProgressCallback, cancel: threading.Event) -> RunResult:
-            return self._send_with_handles(build, resolved, timeout, memory, progress, cancel)
+            return self._send_with_handles(build, resolved, timeout, memory, progress, cancel, generation)
 
         return BackgroundRun(start, label=f"run {request['run_id'][:8]}")
 
@@ -493,35 +501,39 @@ class Enclave:
 
     def _send_with_handles(self, build: Callable[[Mapping[str, str]], tuple[dict[str, Any], list[OutgoingAttachment]]],
                            inputs: Mapping[str, Sealed], timeout: float | None, memory: int | str | None,
-                           progress: ProgressCallback | None, cancel: threading.Event | None) -> RunResult:
-        """Send a run that names cached inputs by handle; if the monitor lost one, send the inputs themselves, once."""
+                           progress: ProgressCallback | None, cancel: threading.Event | None,
+                           since: int | None = None) -> RunResult:
+        """Send a run that names cached inputs by handle; if the monitor lost one, send the inputs themselves, once.
+
+        With `since`, the run fails if the enclave was closed after that generation began.
+        """
         handles = self._input_handles.handles_for(inputs)
         try:
-            return self._send_recorded(*build(handles), inputs, timeout, memory, progress, cancel)
+            return self._send_recorded(*build(handles), inputs, timeout, memory, progress, cancel, since)
         except errors.InputHandleError:
             if not handles:
                 raise
             log.info("the enclave no longer has %d cached inputs; sending them again", len(handles))
             self._input_handles.forget(inputs.values())
-            return self._send_recorded(*build({}), inputs, timeout, memory, progress, cancel)
+            return self._send_recorded(*build({}), inputs, timeout, memory, progress, cancel, since)
 
     def _send_recorded(self, request: dict[str, Any], attachments: list[OutgoingAttachment], inputs: Mapping[str, Sealed],
                        timeout: float | None, memory: int | str | None, progress: ProgressCallback | None,
-                       cancel: threading.Event | None) -> RunResult:
+                       cancel: threading.Event | None, since: int | None) -> RunResult:
         """Send one run, releasing the handles of collected inputs, and record the handles its reply names."""
         request["release"] = self._input_handles.take_released()
         self._input_handles.expect(request["run_id"], inputs)
         try:
-            return self._send_run(request, attachments, timeout, memory, progress, cancel)
+            return self._send_run(request, attachments, timeout, memory, progress, cancel, since)
         finally:
             self._input_handles.discard(request["run_id"])
 
     def _send_run(self, request: dict[str, Any], attachments: list[OutgoingAttachment], timeout: float | None,
                   memory: int | str | None, progress: ProgressCallback | None = None,
-                  cancel: threading.Event | None = None) -> RunResult:
+                  cancel: threading.Event | None = None, since: int | None = None) -> RunResult:
         """Add the run's limits to `request`, send it on a run channel and return the checked result."""
         wait = _add_limits(request, timeout, memory)
-        channel, generation = self._take_channel()
+        channel, generation = self._take_channel(since)
         exchange = _RunExchange(channel, progress, cancel)
         try:
             header, replies = exchange.run(request, attachments, wait + _HOST_GRACE_SECONDS)
@@ -544,6 +556,11 @@ class Enclave:
         assert self._key is not None
         return _finish_run(header, replies, request["nonce"], self._key, self.debug, request["op"], exchange.records,
                            self._document)
+
+
+def _closed_error() -> errors.EnclaveError:
+    return errors.EnclaveError("the enclave was closed (Enclave.close, or the end of its with block) while "
+                               "the run was in progress; run it again, which starts the enclave anew")
 
 
 def _add_limits(request: dict[str, Any], timeout: float | None, memory: int | str | None) -> float:

@@ -317,3 +317,20 @@ def test_closing_during_runs_names_the_cause(key_home: Path) -> None:
         with pytest.raises(confidential_nb.errors.EnclaveError, match="closed"):
             run.result(timeout=60)
     assert "Bad file descriptor" not in (key_home / "enclave.log").read_text()
+
+
+def test_close_fails_queued_runs(key_home: Path) -> None:
+    # Sixteen threads queue to open run channels, so closing at once catches some before they have one.
+    # Those must fail too, not start the enclave anew behind the user's back.
+    enclave = Enclave(key_home)
+    enclave.start()
+    runs = [enclave.submit(SLEEP.format(seconds=30, value=index)) for index in range(16)]
+    enclave.close()
+    for run in runs:
+        with pytest.raises(confidential_nb.errors.EnclaveError, match="closed"):
+            run.result(timeout=60)
+    assert not enclave.running
+
+    # A run submitted after the close starts the enclave again.
+    assert enclave.submit(SLEEP.format(seconds=0, value="again")).result(timeout=60).value == "again"
+    enclave.close()
