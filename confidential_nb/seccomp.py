@@ -336,20 +336,31 @@ class PreparedFilter:
     program: ctypes.Array[_SockFilter]
 
 
-def prepare_filter() -> PreparedFilter:
-    """Build the runner filter for this process without installing it.
+# Filters built by `prepare_filter`, by the process id that their signal rule allows.
+_prepared_filters: dict[int, PreparedFilter] = {}
+
+
+def prepare_filter(pid: int | None = None) -> PreparedFilter:
+    """Build the runner filter for process `pid` (by default this one) without installing it.
 
     A spare runner prepares its filter before its run arrives, so only the
     system calls of `install_filter` remain on the run's critical path.
-    Raises RuntimeError when the platform is not supported.
+    Filters are kept by pid, so the zygote builds the one for its runners'
+    pid once and every spare forked afterwards inherits it. Raises
+    RuntimeError when the platform is not supported.
     """
+    pid = os.getpid() if pid is None else pid
+    if pid in _prepared_filters:
+        return _prepared_filters[pid]
+
     ok, reason = supported()
     arch = current_architecture()
     if not ok or arch is None:
         raise RuntimeError(f"cannot install the seccomp filter: {reason}")
-    program = build_program(arch, os.getpid())
+    program = build_program(arch, pid)
     instructions = (_SockFilter * len(program))(*(_SockFilter(*instruction) for instruction in program))
-    return PreparedFilter(os.getpid(), arch, instructions)
+    _prepared_filters[pid] = PreparedFilter(pid, arch, instructions)
+    return _prepared_filters[pid]
 
 
 def install_filter(prepared: PreparedFilter | None = None) -> None:

@@ -112,6 +112,14 @@ def test_prepared_filter_installs() -> None:
     assert report_of(prepare_then_install, install=False) == {"value": [False, True, errno.EPERM]}
 
 
+def test_prepared_filter_kept_by_pid() -> None:
+    # A zygote prepares the filter of its runners' pid once, and the spares it forks afterwards inherit it.
+    first = seccomp.prepare_filter(424242)
+    assert first.pid == 424242
+    assert seccomp.prepare_filter(424242) is first
+    assert seccomp.prepare_filter().pid == os.getpid()
+
+
 def test_prepared_filter_of_other_process_rejected() -> None:
     # Prepared here, in pytest, so it embeds pytest's pid rather than the child's.
     prepared = seccomp.prepare_filter()

@@ -16,7 +16,7 @@ import pytest
 
 import confidential_nb
 from confidential_nb import Sealed
-from confidential_nb.enclave.spare import DEFAULT_POOL_SIZE
+from confidential_nb.enclave.spare import CELL_PID_IN_NAMESPACE, DEFAULT_POOL_SIZE
 from confidential_nb.sandbox import SINGLE_THREAD_ENVIRONMENT, bind_run_directory
 from processes import find_zygote, spare_processes, wait_until_gone
 
@@ -110,6 +110,32 @@ def test_spare_pool_full_after_run(enclave):
     spares = _wait_for_spares(enclave)
     cells = [pid for pid in spares if _process_name(pid) == "cnb-spare"]
     assert len(cells) == DEFAULT_POOL_SIZE
+
+
+SIGNAL_CHECK = """\
+import os, signal
+seen = []
+signal.signal(signal.SIGUSR1, lambda *_: seen.append(1))
+os.kill(os.getpid(), signal.SIGUSR1)
+try:
+    os.kill(1, 0)
+    other = "allowed"
+except PermissionError:
+    other = "denied"
+result = {"pid": os.getpid(), "seen": seen, "other": other}
+"""
+
+
+def test_filter_from_zygote_fits_cell(unhooked_enclave):
+    # The zygote builds one seccomp filter for the cell's pid in its namespace, and every spare inherits it.
+    # Its signal rule names that pid, so a wrong one would deny the cell its own signal.
+    layers = unhooked_enclave.status()["layers"]
+    report = unhooked_enclave.run(SIGNAL_CHECK).value
+    assert report["seen"] == [1]
+    if layers["pid_namespace"]["active"]:
+        assert report["pid"] == CELL_PID_IN_NAMESPACE
+    if layers["seccomp"]["active"]:
+        assert report["other"] == "denied"
 
 
 def test_spare_holds_only_its_control_socket(enclave, key_home):

@@ -49,6 +49,8 @@ SPARE_NAME = b"cnb-spare"
 RUN_NAME = b"cnb-run"
 _RELAY_NAME = b"cnb-relay"
 _INIT_NAME = b"cnb-init"
+# The cell's process id inside its PID namespace: PID 1 relays its exit and forks it first.
+CELL_PID_IN_NAMESPACE = 2
 # Two spares cover back-to-back runs (see `SparePool`) for about 12 MiB of private memory each (a
 # relay, PID 1 and a warmed-up cell process, measured with smaps_rollup on this machine).
 DEFAULT_POOL_SIZE = 2

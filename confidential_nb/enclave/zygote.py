@@ -34,7 +34,7 @@ from ..protocol import PeerClosedError, recv_fd, recv_message, send_message  # n
 from ..namespaces import effective_capabilities  # noqa: E402
 from ..sandbox import Limits, address_space_bytes, probe_run_namespaces, thread_count  # noqa: E402
 from . import runner  # noqa: E402
-from .spare import SparePool  # noqa: E402
+from .spare import CELL_PID_IN_NAMESPACE, SparePool  # noqa: E402
 
 # Headroom a runner needs above the zygote's mapped memory to start any code at all.
 _STARTUP_HEADROOM_BYTES = 64 * 1024**2
@@ -77,7 +77,11 @@ def main() -> None:
     hello = _hello(arguments.scratch_root)
     send_message(channel, hello)
     # The monitor gives runners their own namespaces exactly when the probe succeeded.
-    _spares = SparePool(arguments.scratch_root, hello["run_namespaces"] is None)
+    namespaces = hello["run_namespaces"] is None
+    if namespaces and hello["seccomp"] is None:
+        # Every cell process is the first child of its namespace's PID 1, so one filter serves all spares.
+        seccomp.prepare_filter(CELL_PID_IN_NAMESPACE)
+    _spares = SparePool(arguments.scratch_root, namespaces)
     _spares.refill()
     while True:
         try:
