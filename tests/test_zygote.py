@@ -112,6 +112,14 @@ def test_spare_pool_full_after_run(enclave):
     assert len(cells) == DEFAULT_POOL_SIZE
 
 
+def test_spare_pool_full_after_failed_run(enclave):
+    with pytest.raises(confidential_nb.errors.EnclaveError, match="ZeroDivisionError"):
+        enclave.run("1 / 0")
+    spares = _wait_for_spares(enclave)
+    cells = [pid for pid in spares if _process_name(pid) == "cnb-spare"]
+    assert len(cells) == DEFAULT_POOL_SIZE
+
+
 SIGNAL_CHECK = """\
 import os, signal
 seen = []

@@ -293,6 +293,13 @@ class Monitor:
         finally:
             session.finish()
         del attachments
+        try:
+            return self._send_reply(channel, header, reply, session)
+        finally:
+            self._refill_spares()
+
+    def _send_reply(self, channel: socket.socket, header: dict[str, Any], reply: Reply, session: RunSession) -> bool:
+        """Send the run's reply to the host; return False when the host has gone."""
         if session.host_gone:
             log.info("run %s: the host closed its channel", header.get("run_id"))
             return False
@@ -303,6 +310,14 @@ class Monitor:
         except OSError:
             return False
         return True
+
+    def _refill_spares(self) -> None:
+        """Have the zygote prepare spare runners again, once the run's reply is out and so off the critical path."""
+        try:
+            self._zygote_request({"op": "refill"})
+        except (OSError, ProtocolError) as exc:
+            if not self.closing:
+                log.warning("failed to request new spare runners from the zygote: %s", exc)
 
     def _handle_safely(self, header: dict[str, Any], attachments: list[Attachment], session: RunSession | None) -> Reply:
         try:

@@ -141,6 +141,12 @@ def _serve_one(channel: socket.socket) -> None:
         _clear_directory(str(header["path"]))
         send_message(channel, {"ok": True})
         return
+    if header.get("op") == "refill":
+        # After the reply, so the monitor goes on while the new spares prepare.
+        send_message(channel, {"ok": True})
+        if _spares is not None:
+            _spares.refill()
+        return
 
     if runner_fd is None:
         send_message(channel, {"error": "protocol"})
@@ -164,7 +170,7 @@ def _serve_one(channel: socket.socket) -> None:
 
 
 def _serve_end(channel: socket.socket, header: dict[str, Any]) -> None:
-    """End a runner as the monitor requests, reply, then reap it and refill the spares.
+    """End a runner as the monitor requests, and reply.
 
     With ``"reap": false`` (a run that replied normally) every process of
     the run gets SIGKILL at once and the reply follows right away. The
@@ -187,9 +193,6 @@ def _serve_end(channel: socket.socket, header: dict[str, Any]) -> None:
         _dying.add(pid)
     else:
         send_message(channel, {"status": _end(pid, bool(header.get("grace")), bool(header.get("escalate")))})
-    # After the reply, so the new spare prepares while the monitor signs the result.
-    if _spares is not None:
-        _spares.refill()
 
 
 def _poll(pid: int) -> int | None:
