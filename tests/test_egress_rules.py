@@ -308,6 +308,34 @@ def test_rare_counts_span_blocks(monkeypatch):
     assert find_rare_values(encoded, {"alpha", "gamma", 0.5, 0.125}, 101).values == {"alpha", "gamma", 0.5, 0.125}
 
 
+def test_rare_batched_matches_column_scan(monkeypatch):
+    # Plain numeric columns are counted several at a time, which must find what a scan of one column at a time finds.
+    generator = np.random.default_rng(7)
+    frame = pd.DataFrame({
+        "small": generator.integers(1_000, 1_040, 300).astype(np.int32),
+        "x": generator.choice([0.5, 1.25, 2.75, 3.5], 300),
+        "word": generator.choice(["a", "b", "c"], 300),
+        "id": np.arange(10_000, 10_300, dtype=np.uint64),
+        "code": pd.array([None, *range(2_000, 2_299)], dtype="Int64"),
+        "y": generator.normal(size=300),
+    })
+    encoded = encode_frame(frame)
+    candidates = {1_003, 1_020, 0.5, 2.75, 10_005, 10_200, 2_007, float(frame["y"][4]), "a", 7.5}
+    batched = find_rare_values(encoded, candidates, 12)
+    assert {10_005, 10_200, 2_007, float(frame["y"][4])} <= batched.values
+    assert 0.5 not in batched.values
+
+    with monkeypatch.context() as patch:
+        patch.setattr(rare_values, "_rare_in_plain_columns", lambda *arguments: {})
+        column_by_column = find_rare_values(encoded, candidates, 12)
+    assert batched.values == column_by_column.values
+    assert batched.first_column == column_by_column.first_column
+
+    # A block of one column's size makes each batch a single column.
+    monkeypatch.setattr(rare_values, "BLOCK_BYTES", 300 * 8)
+    assert find_rare_values(encoded, candidates, 12).values == batched.values
+
+
 def test_rare_k_one_turns_rule_off():
     frame = _frame()
     _passes(frame.head(), _source(frame, rare_k=1))

@@ -4,9 +4,10 @@ A value is rare in an input when it occurs in at least one and fewer than
 ``k`` rows of one of its columns (or of its index). The monitor counts only
 the result's own values (the candidates), and it reads the input straight
 from the frame encoding of `confidential_nb.frame_codec`, one column at a
-time in blocks of rows, without building the DataFrame. So its extra memory
-is one block plus the candidates, whether the input is in memory or in a
-file in the run's scratch directory.
+time in blocks of rows (short numeric columns several at a time, up to one
+block), without building the DataFrame. So its extra memory is about one
+block plus the candidates, whether the input is in memory or in a file in
+the run's scratch directory.
 
 Values are compared as they are stored:
 
@@ -262,14 +263,82 @@ def _scan_frame(reader: _Reader, candidates: set[Value], k: int) -> RareMatches:
     if lookup.is_empty():
         return matches
 
-    for label, descriptor in _arrays(schema):
-        counts = _ColumnCounts(lookup)
-        _count_array(reader, body, descriptor, rows, counts, None)
-        found = counts.rare(k)
+    arrays = list(_arrays(schema))
+    batched = _rare_in_plain_columns(reader, body, arrays, rows, lookup, k)
+    for position, (label, descriptor) in enumerate(arrays):
+        found = batched.get(position)
+        if found is None:
+            counts = _ColumnCounts(lookup)
+            _count_array(reader, body, descriptor, rows, counts, None)
+            found = counts.rare(k)
         if found and not matches.values:
             matches.first_column = label
         matches.values |= found
     return matches
+
+
+def _rare_in_plain_columns(reader: _Reader, body: int, arrays: list[tuple[str | int | None, dict[str, Any]]], rows: int,
+                           lookup: _Lookup, k: int) -> dict[int, set[Value]]:
+    """Count the candidates in the plain numeric columns several at a time; return each one's rare values by position.
+
+    Columns of one comparison domain are converted and looked up together,
+    as many as fit in one block, because a lookup per column of a small
+    frame costs more in calls than in work. Columns with a mask, larger
+    than a block, or of another kind are left out, for `_count_array`.
+    """
+    if not rows or rows * 8 > BLOCK_BYTES:
+        return {}
+    groups: dict[str, list[int]] = {}
+    for position, (_, descriptor) in enumerate(arrays):
+        domain = _plain_domain(descriptor)
+        if domain is not None:
+            groups.setdefault(domain, []).append(position)
+
+    found: dict[int, set[Value]] = {}
+    per_batch = BLOCK_BYTES // (rows * 8)
+    for domain, positions in groups.items():
+        for start in range(0, len(positions), per_batch):
+            batch = positions[start:start + per_batch]
+            found.update(zip(batch, _rare_in_batch(reader, body, [arrays[p][1] for p in batch], rows, lookup, domain, k)))
+    return found
+
+
+def _plain_domain(descriptor: dict[str, Any]) -> str | None:
+    """Return the comparison domain of an unmasked numeric column, or None for any other array."""
+    dtype = str(descriptor.get("dtype"))
+    if descriptor.get("kind") != "numpy":
+        return None
+    if dtype in _FLOAT_DTYPES:
+        return "floats"
+    if dtype in _UNSIGNED_64_DTYPES:
+        return "unsigned"
+    if dtype in _SIGNED_DTYPES:
+        return "signed"
+    return None
+
+
+def _rare_in_batch(reader: _Reader, body: int, descriptors: list[dict[str, Any]], rows: int, lookup: _Lookup,
+                   domain: str, k: int) -> list[set[Value]]:
+    """Return the rare candidates of each column in `descriptors`, which all compare in `domain`."""
+    candidates = {"floats": lookup.floats, "unsigned": lookup.unsigned, "signed": lookup.signed}[domain]
+    if not candidates.size:
+        return [set() for _ in descriptors]
+    target = {"floats": np.float64, "unsigned": np.uint64, "signed": np.int64}[domain]
+    values = np.concatenate([
+        _read_block(reader, body, descriptor, "data", np.dtype(str(descriptor["dtype"]).lower()).newbyteorder("<"),
+                    0, rows).astype(target)
+        for descriptor in descriptors
+    ])
+
+    # Each hit is keyed by its column and its candidate, so the counts take memory by hits, not columns x candidates.
+    hits = np.flatnonzero(np.isin(values, candidates))
+    keys = (hits // rows) * candidates.size + np.searchsorted(candidates, values[hits])
+    found_keys, counts = np.unique(keys, return_counts=True)
+    rare = found_keys[counts < k]
+    found: list[set[Value]] = [set() for _ in descriptors]
+    for column, position in zip((rare // candidates.size).tolist(), (rare % candidates.size).tolist()):
+        found[column].add(candidates[position].item())
+    return found
 
 
 def _arrays(schema: dict[str, Any]) -> Iterator[tuple[str | int | None, dict[str, Any]]]:
