@@ -18,7 +18,7 @@ import confidential_nb
 from confidential_nb import Sealed
 from confidential_nb.enclave.spare import CELL_PID_IN_NAMESPACE, DEFAULT_POOL_SIZE
 from confidential_nb.sandbox import SINGLE_THREAD_ENVIRONMENT, bind_run_directory
-from processes import find_zygote, spare_processes, wait_until_gone
+from processes import descendants, find_zygote, is_running, spare_processes, wait_until_gone
 
 # Prints the process's thread count after importing what the code under test imports.
 THREADS_AFTER = "import os\n{imports}\nfrom confidential_nb.sandbox import thread_count\nprint(thread_count())\n"
@@ -144,6 +144,16 @@ def test_filter_from_zygote_fits_cell(unhooked_enclave):
         assert report["pid"] == CELL_PID_IN_NAMESPACE
     if layers["seccomp"]["active"]:
         assert report["other"] == "denied"
+
+
+def test_no_zombies_after_many_runs(enclave):
+    # Each run's PID 1 comes back to the zygote when its relay dies first; unreaped, such zombies filled pids.max.
+    for index in range(30):
+        assert enclave.run(f"{index} + 1").value == index + 1
+    zygote = find_zygote(enclave.status()["zygote_pid"])
+    zombies = [pid for pid in descendants(zygote) if _parent(pid) == zygote and not is_running(pid)]
+    # The last run's processes may still be dying; the earlier runs' ones must all be reaped.
+    assert len(zombies) <= 3, f"zygote {zygote} has {len(zombies)} zombie children"
 
 
 def test_spare_holds_only_its_control_socket(enclave, key_home):

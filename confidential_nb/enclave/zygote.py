@@ -220,14 +220,23 @@ def _signal_runner(pid: int, number: int) -> None:
 
 
 def _reap_dying() -> None:
-    """Reap the killed runs' processes that have exited, without waiting for the others."""
-    for pid in list(_dying):
+    """Reap every child that has exited, without waiting for the others.
+
+    Besides the killed runs' relays, that is the PID 1 of each such run:
+    it outlives its relay by a moment, so it comes back to this process,
+    the subreaper, and would stay a zombie that counts against pids.max.
+    A runner still in use that exited keeps its status for `_poll`.
+    """
+    while True:
         try:
-            reaped, _ = os.waitpid(pid, os.WNOHANG)
+            pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            reaped = pid
-        if reaped == pid:
-            _dying.discard(pid)
+            return
+        if pid == 0:
+            return
+        _dying.discard(pid)
+        if pid in _active_runners:
+            _exited[pid] = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
 
 
 def _kill_run(pid: int) -> None:
