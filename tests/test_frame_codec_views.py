@@ -55,11 +55,22 @@ def test_uniform_frame_with_index_and_labels():
     pd.DataFrame({"a": pd.to_datetime(["2020-01-01", "2021-01-01"])}),
     pd.DataFrame({"a": pd.Categorical(["u", "v"])}),
     pd.DataFrame({"a": np.array([], dtype=float)}),
+    pd.DataFrame({"a": [1.0, 2.0], "b": pd.array([1, None], dtype="Int64"), "c": [3, 4]}),
 ])
 def test_other_frames_decode_by_copy(frame):
     mapping = _in_mapping(encode_frame(frame))
     decoded = decode_frame(mapping, copy=False)
     pd.testing.assert_frame_equal(decoded, frame)
+    assert not _shares_buffer(decoded, mapping)
+
+
+def test_copy_groups_columns_by_dtype():
+    # pandas copies plain columns once, into one block per dtype, which later operations on the frame need.
+    frame = pd.DataFrame({"a": [1.0, 2.0], "b": [1, 2], "c": [3.0, 4.0], "d": [5, 6], "e": [True, False]})
+    mapping = _in_mapping(encode_frame(frame))
+    decoded = decode_frame(mapping)
+    pd.testing.assert_frame_equal(decoded, frame)
+    assert len(decoded._mgr.blocks) == 3
     assert not _shares_buffer(decoded, mapping)
 
 
