@@ -51,9 +51,9 @@ _RELAY_NAME = b"cnb-relay"
 _INIT_NAME = b"cnb-init"
 # The cell's process id inside its PID namespace: PID 1 relays its exit and forks it first.
 CELL_PID_IN_NAMESPACE = 2
-# Two spares cover back-to-back runs (see `SparePool`) for about 12 MiB of private memory each (a
+# Three spares cover back-to-back runs (see `SparePool`) for about 11 MiB of private memory each (a
 # relay, PID 1 and a warmed-up cell process, measured with smaps_rollup on this machine).
-DEFAULT_POOL_SIZE = 2
+DEFAULT_POOL_SIZE = 3
 
 
 @dataclass
@@ -81,9 +81,11 @@ class SparePool:
 
     The settings start as the zygote's own view of them and follow each
     fork request, so spares match the runs the monitor requests. The pool
-    keeps `size` spares, so that a run arriving right after the previous
-    one ended gets a spare forked a whole run earlier, which has finished
-    preparing, and two runs that start at once both get one.
+    keeps `size` spares. One is forked after each run, so a run arriving
+    right after the previous one ended gets a spare forked `size` - 1 runs
+    earlier. With two, that spare was often still warming up when runs came
+    back to back; with three it has finished. Runs that start at once each
+    get one too.
     """
 
     def __init__(self, scratch_root: str, namespaces: bool, size: int = DEFAULT_POOL_SIZE) -> None:
