@@ -126,7 +126,8 @@ class Monitor:
         # A debug enclave serves only debug runs, and its attestation documents carry the debug flag.
         self.debug = debug
         # Runs work outside the key home, so a runner's working directory does not point at the keys.
-        self.scratch_root = Path(tempfile.mkdtemp(prefix="confidential_nb-"))
+        # The monitor's pid in the name tells whose root it is while several enclaves run on one machine.
+        self.scratch_root = Path(tempfile.mkdtemp(prefix=f"confidential_nb-{os.getpid()}-"))
         self.runner_uid = runner_uid if os.geteuid() == 0 else os.getuid()
         self.runner_gid = runner_uid if os.geteuid() == 0 else os.getgid()
         self.service_account = service_account
