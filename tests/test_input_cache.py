@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +17,13 @@ import pytest
 
 import confidential_nb
 from confidential_nb import Enclave, Sealed, client
-from confidential_nb.errors import EnclaveError, InputHandleError, PolicyError, SealError
+from confidential_nb.errors import EnclaveError, InputHandleError, PolicyError, RunCancelledError, SealError
 from confidential_nb.functions import cell_checksum
 from confidential_nb.protocol import DescriptorAttachment
 from confidential_nb.shared_buffers import capacity_for
 
 SUM_CELL = "float(data['a'].sum())"
+SLEEP_CELL = "import time\ntime.sleep(30)\nlen(data)"
 
 
 class Wire:
@@ -197,6 +202,37 @@ def test_failed_run_leaves_cache_usable(fresh_enclave, frame, wire):
     run = fresh_enclave.run(SUM_CELL, inputs={"data": sealed})
     assert run.value == pytest.approx(frame["a"].sum())
     assert wire.input_bytes(1) == 0
+
+
+def _poll(condition: Callable[[], bool], seconds: float = 15.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.mark.parametrize("stop", ["cancel", "interrupt"])
+def test_stopped_run_leaves_no_entry(fresh_enclave, frame, stop):
+    # The host drops a stopped run's channel without reading the reply, so it never learns the handle to release.
+    sealed = confidential_nb.seal(frame)
+    fresh_enclave.start()
+    if stop == "cancel":
+        run = fresh_enclave.submit(SLEEP_CELL, inputs={"data": sealed})
+        assert _poll(lambda: fresh_enclave.status()["active_runs"] == 1)
+        run.cancel()
+        with pytest.raises(RunCancelledError):
+            run.result(timeout=30)
+    else:
+        timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            fresh_enclave.run(SLEEP_CELL, inputs={"data": sealed})
+        timer.join()
+    assert _poll(lambda: fresh_enclave.status()["input_cache"]["entries"] == 0)
+    assert fresh_enclave.run(SUM_CELL, inputs={"data": sealed}).value == pytest.approx(frame["a"].sum())
+    assert fresh_enclave.status()["input_cache"]["entries"] == 1
 
 
 def test_file_backed_input_not_cached(fresh_enclave, frame, tmp_path, wire):

@@ -294,6 +294,9 @@ class Monitor:
         finally:
             session.finish()
         del attachments
+        if session.cancel_requested or session.host_gone:
+            # The host drops the channel after a cancel and never reads the reply, so it could not release these.
+            self.inputs.cache.release(list(reply.header.get("cached_inputs", {}).values()))
         try:
             return self._send_reply(channel, header, reply, session)
         finally:
