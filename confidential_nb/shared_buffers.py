@@ -103,8 +103,12 @@ class SharedBuffer:
         os.close(self.fd)
 
 
+# Each idle buffer keeps descriptors open, so the pool keeps at most this many whatever their size.
+MAX_IDLE_BUFFERS = 32
+
+
 class BufferPool:
-    """Hands out `SharedBuffer`s and keeps released ones, at most `retained_bytes` in total.
+    """Hands out `SharedBuffer`s and keeps released ones, at most `retained_bytes` and `MAX_IDLE_BUFFERS` in total.
 
     Every buffer carries a reference count: `acquire` returns it with one
     reference, `retain` adds one, and the buffer returns to the pool when
@@ -179,12 +183,18 @@ class BufferPool:
             else:
                 self._free[id(buffer)] = buffer
                 self._free_bytes += buffer.capacity
-                while self._free_bytes > self.retained_bytes:
+                while self._free_bytes > self.retained_bytes or len(self._free) > MAX_IDLE_BUFFERS:
                     _, oldest = self._free.popitem(last=False)
                     self._free_bytes -= oldest.capacity
                     evicted.append(oldest)
         for item in evicted:
             item.close()
+
+    @property
+    def idle_buffers(self) -> int:
+        """The number of buffers that wait in the pool for reuse, after applying queued releases."""
+        self._drain_pending()
+        return len(self._free)
 
     @property
     def free_bytes(self) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -575,6 +576,22 @@ def test_interrupted_start_leaves_no_scratch_root(key_home, delay):
         timer.join()
     local.close()
     assert _orphaned_scratch_roots() <= before
+
+
+def test_monitor_raises_open_file_limit(key_home):
+    # Soft limits of 1024 are common, and cached inputs and waiting run channels each keep descriptors open.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))
+    try:
+        local = Enclave(key_home)
+        local.start()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert local._process is not None
+    limits = Path(f"/proc/{local._process.pid}/limits").read_text().splitlines()
+    fields = next(line for line in limits if line.startswith("Max open files")).split()
+    local.close()
+    assert fields[3] == fields[4]
 
 
 def _orphaned_scratch_roots() -> set[Path]:

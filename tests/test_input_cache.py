@@ -20,7 +20,9 @@ from confidential_nb import Enclave, Sealed, client
 from confidential_nb.errors import EnclaveError, InputHandleError, PolicyError, RunCancelledError, SealError
 from confidential_nb.functions import cell_checksum
 from confidential_nb.protocol import DescriptorAttachment
-from confidential_nb.shared_buffers import capacity_for
+from confidential_nb.enclave.input_cache import MAX_ENTRIES, CachedInput, InputCache
+from confidential_nb.policy import Policy
+from confidential_nb.shared_buffers import BufferPool, capacity_for
 
 SUM_CELL = "float(data['a'].sum())"
 SLEEP_CELL = "import time\ntime.sleep(30)\nlen(data)"
@@ -123,6 +125,26 @@ def test_cache_evicts_least_recently_used(key_home, wire):
     assert wire.input_bytes(marker) == 0
     assert "handle" in wire.specs(marker + 1)[0]
     assert wire.input_bytes(marker + 2) == second.nbytes
+
+
+def test_cache_entry_count_bounded():
+    # Each entry holds descriptors in the monitor, so small inputs are bounded by count as well as by bytes.
+    header = confidential_nb.seal(_small_frames(1)[0]).header
+    pool = BufferPool(1024**3, sealed=False)
+    cache = InputCache(1024**3, pool)
+    handles = []
+    for index in range(MAX_ENTRIES + 3):
+        entry = CachedInput(header=header, kind="dataframe", policy=Policy(), digest=f"{index:064x}",
+                            plaintext_length=10, buffer=pool.acquire(10))
+        handles.append(cache.add(entry))
+        pool.release(entry.buffer)
+    assert len(cache) == MAX_ENTRIES
+    assert handles[0] not in cache
+    assert handles[2] not in cache
+    assert handles[3] in cache
+    assert handles[-1] in cache
+    cache.release(list(handles))
+    pool.clear()
 
 
 def test_input_larger_than_cache_not_cached(key_home, frame, wire):

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from confidential_nb.shared_buffers import BufferPool, SharedBuffer, capacity_for, has_fixed_size
+from confidential_nb.shared_buffers import MAX_IDLE_BUFFERS, BufferPool, SharedBuffer, capacity_for, has_fixed_size
 
 
 def test_capacity_rounds_to_pages_then_mebibytes():
@@ -45,6 +45,19 @@ def test_pool_closes_buffers_beyond_its_bound():
     for buffer in buffers:
         pool.release(buffer)
     assert pool.free_bytes == 2 * 1024**2
+    with pytest.raises(OSError) as caught:
+        os.fstat(buffers[0].fd)
+    assert caught.value.errno == errno.EBADF
+    pool.clear()
+
+
+def test_pool_keeps_at_most_max_idle_buffers():
+    # Every idle buffer holds descriptors, so many small ones must not pile up below the byte bound.
+    pool = BufferPool(1024**3, sealed=False)
+    buffers = [pool.acquire(pages * mmap.PAGESIZE) for pages in range(1, MAX_IDLE_BUFFERS + 9)]
+    for buffer in buffers:
+        pool.release(buffer)
+    assert pool.idle_buffers == MAX_IDLE_BUFFERS
     with pytest.raises(OSError) as caught:
         os.fstat(buffers[0].fd)
     assert caught.value.errno == errno.EBADF

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import resource
 import select
 import signal
 import socket
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     if arguments.init_keys or channel is None:
         return 0
     send_message(channel, {"ok": True})
+    raise_open_file_limit()
 
     # The kernel's interrupt reaches its process group, not ours; a dying host ends us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -80,6 +82,27 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         monitor.close()
     return 0
+
+
+# The open-file limit the monitor sets when its hard limit is unlimited (Linux's default nr_open).
+MAX_OPEN_FILES = 1024 * 1024
+
+
+def raise_open_file_limit() -> None:
+    """Raise this process's soft limit on open descriptors to its hard limit, as servers commonly do.
+
+    Each run going on, each cached input and each waiting run channel keep
+    a few descriptors open in the monitor, and soft limits of 1024 are
+    common. Runners get their own limit when they start.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else MAX_OPEN_FILES
+    if soft != resource.RLIM_INFINITY and soft >= target:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError) as exc:
+        logging.getLogger("confidential_nb.enclave").info("kept the open-file limit of %d: %s", soft, exc)
 
 
 def watch_host(pid: int) -> None:

@@ -28,6 +28,9 @@ log = logging.getLogger("confidential_nb.enclave")
 
 CACHE_BYTES_VARIABLE = "CONFIDENTIAL_NB_INPUT_CACHE_BYTES"
 # Handles are token_urlsafe(24): 32 characters from 192 random bits.
+# Each entry keeps two descriptors open in the monitor (its memory file and the mapping's copy), so
+# the count is bounded as well as the bytes: 256 entries are 512 descriptors.
+MAX_ENTRIES = 256
 HANDLE_BYTES = 24
 MAX_HANDLE_LENGTH = 64
 
@@ -45,7 +48,7 @@ class CachedInput:
 
 
 class InputCache:
-    """A thread-safe LRU map from handles to `CachedInput`s, bounded by `capacity_bytes`.
+    """A thread-safe LRU map from handles to `CachedInput`s, bounded by `capacity_bytes` and `MAX_ENTRIES`.
 
     The cache holds one reference on each entry's buffer (see `BufferPool`).
     `lookup` adds one for the caller, so a run keeps its buffer even when
@@ -73,7 +76,7 @@ class InputCache:
             self._pool.retain(entry.buffer)
             self._entries[handle] = entry
             self._bytes += size
-            while self._bytes > self.capacity_bytes:
+            while self._bytes > self.capacity_bytes or len(self._entries) > MAX_ENTRIES:
                 _, oldest = self._entries.popitem(last=False)
                 self._bytes -= oldest.buffer.capacity
                 evicted.append(oldest)
