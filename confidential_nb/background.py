@@ -12,8 +12,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("confidential_nb.background")
 
-# The function a background run calls: the run itself, given the progress callback and the cancel event.
-Start = Callable[[Callable[[dict[str, Any]], None], threading.Event], "RunResult"]
+# The function a background run calls: the run itself, given the progress callback, the cancel event and a
+# callback that gets True while the run waits for a core, then False.
+Start = Callable[[Callable[[dict[str, Any]], None], threading.Event, Callable[[bool], None]], "RunResult"]
 
 
 class BackgroundRun:
@@ -28,6 +29,7 @@ class BackgroundRun:
     def __init__(self, start: Start, label: str = "run") -> None:
         self.label = label
         self.progress: dict[str, Any] | None = None
+        self._waiting = False
         self._cancel = threading.Event()
         self._finished = threading.Event()
         self._result: RunResult | None = None
@@ -37,7 +39,7 @@ class BackgroundRun:
 
     def _work(self, start: Start) -> None:
         try:
-            self._result = start(self._record_progress, self._cancel)
+            self._result = start(self._record_progress, self._cancel, self._record_waiting)
         except BaseException as exc:  # The error is raised by result(), not in this thread.
             log.info("background %s failed: %s", self.label, type(exc).__name__)
             self._error = exc
@@ -46,6 +48,9 @@ class BackgroundRun:
 
     def _record_progress(self, record: dict[str, Any]) -> None:
         self.progress = record
+
+    def _record_waiting(self, waiting: bool) -> None:
+        self._waiting = waiting
 
     def done(self) -> bool:
         """Return True once the run has ended, with a result or an error."""
@@ -74,11 +79,11 @@ class BackgroundRun:
 
     @property
     def state(self) -> str:
-        """One of ``"running"``, ``"finished"``, ``"cancelled"`` or ``"failed"``."""
+        """One of ``"waiting"`` (for a free core), ``"running"``, ``"finished"``, ``"cancelled"`` or ``"failed"``."""
         from .errors import RunCancelledError
 
         if not self._finished.is_set():
-            return "running"
+            return "waiting" if self._waiting else "running"
         if self._error is None:
             return "finished"
         return "cancelled" if isinstance(self._error, RunCancelledError) else "failed"

@@ -24,6 +24,7 @@ import uuid
 import warnings
 import weakref
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -51,8 +52,33 @@ _RESERVED_NAMES = frozenset({"result", "__builtins__", "__name__"})
 _CANCEL_WAIT_SECONDS = 1.0
 # How often a waiting run checks its cancel event.
 _CANCEL_POLL_SECONDS = 0.1
+# While a run waits for a core, the monitor sends a notice every few seconds; this much silence means it hung.
+_QUEUED_SILENCE_SECONDS = 30.0
+# The most runs of one Enclave that have a run channel at once. More wait in the host, so that a burst of
+# submits cannot use up the monitor's descriptors and threads.
+_MAX_OPEN_RUNS = 64
+# The most idle run channels kept for reuse; the others are closed.
+_MAX_IDLE_CHANNELS = 8
+# How long a broken run channel's monitor gets to exit before the enclave is taken to be still up.
+_EXIT_WAIT_SECONDS = 0.5
 
 ProgressCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class _RunHooks:
+    """The callbacks, cancel event and enclave generation that a caller attaches to one run.
+
+    With `since`, the run fails if the enclave was closed after that generation began.
+    """
+
+    progress: ProgressCallback | None = None
+    cancel: threading.Event | None = None
+    since: int | None = None
+    queued: Callable[[bool], None] | None = None
+
+
+_NO_HOOKS = _RunHooks()
 
 _ERROR_KINDS: dict[str, type[errors.ConfidentialNBError]] = {
     "exception": errors.EnclaveError,
@@ -161,6 +187,7 @@ class Enclave:
         self._key: PublicKey | None = None
         self._document: AttestationDocument | None = None
         self._lock = threading.Lock()
+        self._open_runs = threading.BoundedSemaphore(_MAX_OPEN_RUNS)
         self._finalizer = weakref.finalize(self, _stop_process, None, None)
 
     def __repr__(self) -> str:
@@ -317,22 +344,33 @@ class Enclave:
                 theirs.close()
             if not reply.get("ok"):
                 ours.close()
-                raise errors.EnclaveError(f"the enclave rejected a new run channel: {reply.get('message')}; close the enclave and run again")
+                raise errors.EnclaveResourceError(f"the enclave rejected a new run channel: {reply.get('message')}")
             return ours, self._generation
 
     def _return_channel(self, channel: socket.socket, generation: int) -> None:
         with self._lock:
-            if generation == self._generation and self.running:
+            if generation == self._generation and self.running and len(self._idle_channels) < _MAX_IDLE_CHANNELS:
                 self._idle_channels.append(channel)
                 return
         channel.close()
 
     def _monitor_failed(self, generation: int, exc: BaseException) -> errors.EnclaveError:
-        """Stop a monitor whose run channel broke, unless it was restarted meanwhile; return the error to raise."""
+        """Return the error for a run whose channel broke, and stop the monitor if it died and was not restarted meanwhile.
+
+        A monitor that is still up (it may have run out of descriptors for
+        this one run) stays up, so the other runs go on.
+        """
         with self._lock:
             if generation != self._generation:
                 return _closed_error()
-            self._close_locked()
+            process = self._process
+        if process is not None and not _exits_within(process, _EXIT_WAIT_SECONDS):
+            log.warning("a run channel failed while the monitor %d stays up: %s", process.pid, exc)
+            return errors.EnclaveError(f"the connection to the enclave for this run failed ({exc}); the enclave "
+                                       f"stays up, so run it again, and see {self.home / 'enclave.log'}")
+        with self._lock:
+            if generation == self._generation:
+                self._close_locked()
         return errors.EnclaveError(
             f"the enclave process stopped unexpectedly ({exc}); it restarts on the next run, see {self.home / 'enclave.log'}"
         )
@@ -431,7 +469,7 @@ class Enclave:
         def build(handles: Mapping[str, str]) -> tuple[dict[str, Any], list[OutgoingAttachment]]:
             return _build_request(source, resolved, params or {}, debug or self.debug, handles=handles)
 
-        return self._send_with_handles(build, resolved, timeout, memory, progress, cancel)
+        return self._send_with_handles(build, resolved, timeout, memory, _RunHooks(progress, cancel))
 
     def submit(
         self,
@@ -464,8 +502,8 @@ class Enclave:
         with self._lock:
             generation = self._generation
 
-        def start(progress: ProgressCallback, cancel: threading.Event) -> RunResult:
-            return self._send_with_handles(build, resolved, timeout, memory, progress, cancel, generation)
+        def start(progress: ProgressCallback, cancel: threading.Event, queued: Callable[[bool], None]) -> RunResult:
+            return self._send_with_handles(build, resolved, timeout, memory, _RunHooks(progress, cancel, generation, queued))
 
         return BackgroundRun(start, label=f"run {request['run_id'][:8]}")
 
@@ -497,65 +535,85 @@ class Enclave:
         def build(handles: Mapping[str, str]) -> tuple[dict[str, Any], list[OutgoingAttachment]]:
             return _build_invoke_request(bundle, data, debug or self.debug, handles=handles)
 
-        return self._send_with_handles(build, inputs, timeout, memory, progress, cancel)
+        return self._send_with_handles(build, inputs, timeout, memory, _RunHooks(progress, cancel))
 
     def _send_with_handles(self, build: Callable[[Mapping[str, str]], tuple[dict[str, Any], list[OutgoingAttachment]]],
                            inputs: Mapping[str, Sealed], timeout: float | None, memory: int | str | None,
-                           progress: ProgressCallback | None, cancel: threading.Event | None,
-                           since: int | None = None) -> RunResult:
-        """Send a run that names cached inputs by handle; if the monitor lost one, send the inputs themselves, once.
-
-        With `since`, the run fails if the enclave was closed after that generation began.
-        """
+                           hooks: _RunHooks) -> RunResult:
+        """Send a run that names cached inputs by handle; if the monitor lost one, send the inputs themselves, once."""
         handles = self._input_handles.handles_for(inputs)
         try:
-            return self._send_recorded(*build(handles), inputs, timeout, memory, progress, cancel, since)
+            return self._send_recorded(*build(handles), inputs, timeout, memory, hooks)
         except errors.InputHandleError:
             if not handles:
                 raise
             log.info("the enclave no longer has %d cached inputs; sending them again", len(handles))
             self._input_handles.forget(inputs.values())
-            return self._send_recorded(*build({}), inputs, timeout, memory, progress, cancel, since)
+            return self._send_recorded(*build({}), inputs, timeout, memory, hooks)
 
     def _send_recorded(self, request: dict[str, Any], attachments: list[OutgoingAttachment], inputs: Mapping[str, Sealed],
-                       timeout: float | None, memory: int | str | None, progress: ProgressCallback | None,
-                       cancel: threading.Event | None, since: int | None) -> RunResult:
+                       timeout: float | None, memory: int | str | None, hooks: _RunHooks) -> RunResult:
         """Send one run, releasing the handles of collected inputs, and record the handles its reply names."""
         request["release"] = self._input_handles.take_released()
         self._input_handles.expect(request["run_id"], inputs)
         try:
-            return self._send_run(request, attachments, timeout, memory, progress, cancel, since)
+            return self._send_run(request, attachments, timeout, memory, hooks)
         finally:
             self._input_handles.discard(request["run_id"])
 
     def _send_run(self, request: dict[str, Any], attachments: list[OutgoingAttachment], timeout: float | None,
-                  memory: int | str | None, progress: ProgressCallback | None = None,
-                  cancel: threading.Event | None = None, since: int | None = None) -> RunResult:
+                  memory: int | str | None, hooks: _RunHooks = _NO_HOOKS) -> RunResult:
         """Add the run's limits to `request`, send it on a run channel and return the checked result."""
         wait = _add_limits(request, timeout, memory)
-        channel, generation = self._take_channel(since)
-        exchange = _RunExchange(channel, progress, cancel)
+        self._wait_for_open_run(hooks)
         try:
-            header, replies = exchange.run(request, attachments, wait + _HOST_GRACE_SECONDS)
-            self._input_handles.record(request["run_id"], header)
-        except TimeoutError:
-            with self._lock:
-                if generation == self._generation:
-                    self._close_locked()
-            raise errors.EnclaveTimeoutError(
-                f"the enclave did not respond within {wait + _HOST_GRACE_SECONDS:g} seconds and was restarted; "
-                "try the run again"
-            ) from None
-        except (ProtocolError, OSError) as exc:
-            raise self._monitor_failed(generation, exc) from None
+            channel, generation = self._take_channel(hooks.since)
+            exchange = _RunExchange(channel, hooks, wait + _HOST_GRACE_SECONDS)
+            try:
+                header, replies = exchange.run(request, attachments)
+                self._input_handles.record(request["run_id"], header)
+            except TimeoutError:
+                with self._lock:
+                    if generation == self._generation:
+                        self._close_locked()
+                raise errors.EnclaveTimeoutError(
+                    f"the enclave did not respond within {wait + _HOST_GRACE_SECONDS:g} seconds of the run's start "
+                    "and was restarted; try the run again"
+                ) from None
+            except (ProtocolError, OSError) as exc:
+                raise self._monitor_failed(generation, exc) from None
+            finally:
+                if exchange.reusable:
+                    self._return_channel(channel, generation)
+                else:
+                    channel.close()
         finally:
-            if exchange.reusable:
-                self._return_channel(channel, generation)
-            else:
-                channel.close()
+            self._open_runs.release()
         assert self._key is not None
         return _finish_run(header, replies, request["nonce"], self._key, self.debug, request["op"], exchange.records,
                            self._document)
+
+    def _wait_for_open_run(self, hooks: _RunHooks) -> None:
+        """Wait until fewer than `_MAX_OPEN_RUNS` runs of this enclave hold a channel, or raise if the run is cancelled first."""
+        if self._open_runs.acquire(blocking=False):
+            return
+        if hooks.queued is not None:
+            hooks.queued(True)
+        while not self._open_runs.acquire(timeout=_CANCEL_POLL_SECONDS):
+            if hooks.cancel is not None and hooks.cancel.is_set():
+                raise errors.RunCancelledError("the run was cancelled before it started; the enclave stays up for the "
+                                               "next run")
+        if hooks.queued is not None:
+            hooks.queued(False)
+
+
+def _exits_within(process: subprocess.Popen[bytes], seconds: float) -> bool:
+    """Return True when `process` has exited or exits within `seconds`."""
+    try:
+        process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
 
 
 def _closed_error() -> errors.EnclaveError:
@@ -578,26 +636,29 @@ def _add_limits(request: dict[str, Any], timeout: float | None, memory: int | st
 
 
 class _RunExchange:
-    """One run's messages on its run channel: the request, progress records, the reply, and cancelling.
+    """One run's messages on its run channel: the request, notices, progress records, the reply, and cancelling.
 
-    The channel is `reusable` afterwards only when every message of the
-    run, and of a cancel, was read in full.
+    The host waits `run_seconds` for the reply from the moment the run
+    starts. A run waiting for a core inside the enclave gets ``queued``
+    notices every few seconds and ``started`` when it starts, so the wait
+    does not count. The channel is `reusable` afterwards only when every
+    message of the run, and of a cancel, was read in full.
     """
 
-    def __init__(self, channel: socket.socket, progress: ProgressCallback | None, cancel: threading.Event | None) -> None:
+    def __init__(self, channel: socket.socket, hooks: _RunHooks, run_seconds: float) -> None:
         self.channel = channel
-        self.progress = progress
-        self.cancel = cancel
+        self.hooks = hooks
+        self.run_seconds = run_seconds
+        self.deadline = time.monotonic() + run_seconds
         self.records: list[dict[str, Any]] = []
         self.reusable = False
 
-    def run(self, request: dict[str, Any], attachments: list[OutgoingAttachment],
-            timeout: float) -> tuple[dict[str, Any], list[bytes]]:
-        deadline = time.monotonic() + timeout
-        self.channel.settimeout(timeout)
+    def run(self, request: dict[str, Any], attachments: list[OutgoingAttachment]) -> tuple[dict[str, Any], list[bytes]]:
+        self.deadline = time.monotonic() + self.run_seconds
+        self.channel.settimeout(self.run_seconds)
         try:
             send_message(self.channel, request, attachments)
-            header, replies = self._await_reply(deadline)
+            header, replies = self._await_reply()
         except KeyboardInterrupt:
             self._stop()
             raise KeyboardInterrupt("the run was interrupted and stopped; the enclave stays up for the next run") from None
@@ -607,28 +668,40 @@ class _RunExchange:
         self.reusable = True
         return header, replies
 
-    def _await_reply(self, deadline: float) -> tuple[dict[str, Any], list[bytes]]:
-        """Return the run's reply, passing progress records to the callback and watching the cancel event."""
+    def _await_reply(self) -> tuple[dict[str, Any], list[bytes]]:
+        """Return the run's reply, passing notices and progress records on and watching the cancel event."""
         while True:
-            if not self._wait_readable(deadline):
+            if not self._wait_readable():
                 self._stop()
                 raise errors.RunCancelledError("the run was cancelled and stopped; the enclave stays up for the next run")
-            header, replies = recv_message(self.channel, deadline=deadline)
-            if header.get("op") != "progress":
+            header, replies = recv_message(self.channel, deadline=self.deadline)
+            operation = header.get("op")
+            if operation == "progress":
+                self._progress(header.get("record"))
+            elif operation == "queued":
+                self._queued(True, _QUEUED_SILENCE_SECONDS)
+            elif operation == "started":
+                self._queued(False, self.run_seconds)
+            else:
                 return header, replies
-            self._progress(header.get("record"))
 
-    def _wait_readable(self, deadline: float) -> bool:
+    def _queued(self, waiting: bool, seconds: float) -> None:
+        self.deadline = time.monotonic() + seconds
+        if self.hooks.queued is not None:
+            self.hooks.queued(waiting)
+
+    def _wait_readable(self) -> bool:
         """Wait until the channel has data; return False when the cancel event was set first."""
+        cancel = self.hooks.cancel
         while True:
-            remaining = deadline - time.monotonic()
+            remaining = self.deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError("the enclave did not reply before the deadline")
-            step = min(remaining, _CANCEL_POLL_SECONDS) if self.cancel is not None else remaining
+            step = min(remaining, _CANCEL_POLL_SECONDS) if cancel is not None else remaining
             readable, _, _ = select.select([self.channel], [], [], step)
             if readable:
                 return True
-            if self.cancel is not None and self.cancel.is_set():
+            if cancel is not None and cancel.is_set():
                 return False
 
     def _progress(self, raw: object) -> None:
@@ -638,8 +711,8 @@ class _RunExchange:
         if record is None:
             raise ProtocolError("the enclave sent a malformed progress record")
         self.records.append(record)
-        if self.progress is not None:
-            self.progress(record)
+        if self.hooks.progress is not None:
+            self.hooks.progress(record)
 
     def _stop(self) -> None:
         """Ask the monitor to stop the run; the channel is dropped afterwards, since a reply may be half read."""

@@ -79,6 +79,48 @@ def test_runs_beyond_cores_wait(local: Enclave) -> None:
     assert max(active for active, _ in seen) <= limit
 
 
+def test_wait_for_core_not_counted_in_deadline(local: Enclave, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The host waits a run's timeout plus a grace period for its reply. With a grace of 1 s, runs that wait
+    # two turns for a core would miss that deadline if it counted from the moment they were sent.
+    monkeypatch.setattr(confidential_nb.client, "_HOST_GRACE_SECONDS", 1.0)
+    limit = local.status()["max_parallel_runs"]
+    local.run("1")
+    runs = [local.submit(SLEEP.format(seconds=1, value=index), timeout=2) for index in range(3 * limit)]
+    assert [run.result(timeout=60).value for run in runs] == list(range(3 * limit))
+    assert local.status()["waiting_runs"] == 0
+
+
+def test_waiting_run_state_is_waiting(local: Enclave) -> None:
+    limit = local.status()["max_parallel_runs"]
+    busy = [local.submit(SLEEP.format(seconds=30, value=index)) for index in range(limit)]
+    assert poll(lambda: local.status()["active_runs"] == limit)
+    waiting = local.submit(SLEEP.format(seconds=0, value="last"))
+    assert poll(lambda: waiting.state == "waiting")
+    assert "waiting" in repr(waiting)
+    for run in busy:
+        run.cancel()
+    assert waiting.result(timeout=60).value == "last"
+    assert waiting.state == "finished"
+
+
+def test_host_bounds_open_runs(key_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Runs beyond the bound wait in the host, so the monitor never serves more run channels than that.
+    monkeypatch.setattr(confidential_nb.client, "_MAX_OPEN_RUNS", 3)
+    with Enclave(key_home) as enclave:
+        runs = [enclave.submit(SLEEP.format(seconds=0.3, value=index)) for index in range(12)]
+        seen: list[int] = []
+
+        def observe() -> bool:
+            status = enclave.status()
+            seen.append(status["active_runs"] + status["waiting_runs"])
+            return all(run.done() for run in runs)
+
+        assert poll(observe)
+        assert [run.result().value for run in runs] == list(range(12))
+        assert max(seen) <= 3
+        assert len(enclave._idle_channels) <= 3
+
+
 def test_parallel_runs_keep_their_own_limits(local: Enclave) -> None:
     slow = local.submit(SLEEP.format(seconds=2, value="slow"))
     with pytest.raises(EnclaveResourceError, match="memory"):

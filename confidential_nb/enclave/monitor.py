@@ -45,14 +45,13 @@ from .inputs import InputRejected, InputSources, OpenedInput, attachment_count, 
 from .egress import MAX_WARNINGS, fit_text_to_budget, guard_failure, guarded_output, guarded_warnings, text_size
 from .service import ServiceAccount
 from .run_session import ProgressRelay, RunSession
+from .run_slots import RunSlots
 
 log = logging.getLogger("confidential_nb.enclave")
 
 # Host uid of runners when the enclave starts as root: "nobody" on Debian and most distributions.
 DEFAULT_RUNNER_UID = 65534
 _ZYGOTE_START_SECONDS = 60.0
-# How often a run waiting for a free core checks whether the host cancelled it.
-_SLOT_POLL_SECONDS = 0.1
 # How long a runner whose channel closed may take to exit by itself before it is killed.
 _CRASH_GRACE_SECONDS = 2.0
 # How long a timed-out runner gets after SIGINT, and again after SIGTERM, before SIGKILL.
@@ -126,7 +125,7 @@ class Monitor:
         # A debug enclave serves only debug runs, and its attestation documents carry the debug flag.
         self.debug = debug
         # Runs work outside the key home, so a runner's working directory does not point at the keys.
-        # The monitor's pid in the name tells whose root it is while several enclaves run on one machine.
+        # The name carries the monitor's pid, so each root's owner is known while several enclaves run on one machine.
         self.scratch_root = Path(tempfile.mkdtemp(prefix=f"confidential_nb-{os.getpid()}-"))
         self.runner_uid = runner_uid if os.geteuid() == 0 else os.getuid()
         self.runner_gid = runner_uid if os.geteuid() == 0 else os.getgid()
@@ -174,7 +173,7 @@ class Monitor:
         self.document: AttestationDocument | None = None
         # Runs on different run channels go on in parallel, one per core; the zygote serves one request at a time.
         self.max_parallel_runs = parallel_run_limit()
-        self._slots = threading.BoundedSemaphore(self.max_parallel_runs)
+        self._slots = RunSlots(self.max_parallel_runs)
         self._zygote_lock = threading.Lock()
         self._counts_lock = threading.Lock()
         self.active_runs = 0
@@ -431,13 +430,24 @@ class Monitor:
             self._slots.release()
 
     def _take_slot(self, session: RunSession) -> bool:
-        """Wait for one of the cores' run slots; return False when the run was cancelled while it waited."""
+        """Wait for one of the cores' run slots; return False when the run was cancelled while it waited.
+
+        A run that waits sends the host ``queued`` notices with its place,
+        then ``started`` once it has a slot, so the host's deadline for the
+        run does not count the wait.
+        """
+        queued = False
+
+        def notify(place: int) -> None:
+            nonlocal queued
+            queued = True
+            session.send_notice({"op": "queued", "place": place})
+
         with self._counts_lock:
             self.waiting_runs += 1
         try:
-            while not self._slots.acquire(timeout=_SLOT_POLL_SECONDS):
-                if session.cancelled.is_set():
-                    return False
+            if not self._slots.acquire(session.cancelled, notify):
+                return False
             if session.cancelled.is_set():
                 self._slots.release()
                 return False
@@ -446,6 +456,8 @@ class Monitor:
                 self.waiting_runs -= 1
         with self._counts_lock:
             self.active_runs += 1
+        if queued:
+            session.send_notice({"op": "started"})
         return True
 
     def _run_in(self, scratch: Path, header: dict[str, Any], specs: list[dict[str, Any]], attachments: list[Attachment],

@@ -91,9 +91,13 @@ class RunSession:
 
     def send_progress(self, record: dict[str, Any]) -> None:
         """Send a checked progress record to the host; a host that went away only stops the run."""
+        self.send_notice({"op": "progress", "record": record})
+
+    def send_notice(self, header: dict[str, Any]) -> None:
+        """Send the host a message about the run before its reply; a host that went away only stops the run."""
         try:
             with self._send_lock:
-                send_message(self.channel, {"op": "progress", "record": record})
+                send_message(self.channel, header)
         except OSError:
             self._host_went_away()
 
