@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import threading
@@ -119,6 +120,39 @@ def test_host_bounds_open_runs(key_home: Path, monkeypatch: pytest.MonkeyPatch) 
         assert [run.result().value for run in runs] == list(range(12))
         assert max(seen) <= 3
         assert len(enclave._idle_channels) <= 3
+
+
+def test_broken_channel_keeps_live_enclave(local: Enclave, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A run channel can fail while the monitor is up, for example when it had no descriptor left for that run.
+    # Then only that run fails, and the enclave and its other runs go on.
+    status = local.status()
+    other = local.submit(SLEEP.format(seconds=2, value="other"))
+    # Once its run is active, the other run's thread already waits in the original method.
+    assert poll(lambda: local.status()["active_runs"] == 1)
+    original = confidential_nb.client._RunExchange._await_reply
+
+    def broken(exchange: Any) -> Any:
+        exchange.channel.shutdown(socket.SHUT_RD)
+        return original(exchange)
+
+    monkeypatch.setattr(confidential_nb.client._RunExchange, "_await_reply", broken)
+    with pytest.raises(confidential_nb.errors.EnclaveError, match="stays up"):
+        local.run(SLEEP.format(seconds=0, value=0))
+    monkeypatch.undo()
+    assert other.result(timeout=60).value == "other"
+    assert local.run("'after'").value == "after"
+    assert local.status()["monitor_pid"] == status["monitor_pid"]
+
+
+def test_channel_without_descriptor_rejected(local: Enclave) -> None:
+    # The kernel drops a passed descriptor the monitor has no room for; the request then arrives without one.
+    local.start()
+    with local._lock:
+        reply = local._request({"op": "channel"}, 30)
+    assert reply["ok"] is False
+    assert reply["kind"] == "resource"
+    assert "too many open files" in reply["message"]
+    assert local.run("'after'").value == "after"
 
 
 def test_parallel_runs_keep_their_own_limits(local: Enclave) -> None:

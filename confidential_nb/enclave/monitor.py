@@ -252,9 +252,8 @@ class Monitor:
             if operation == "shutdown":
                 send_message(self.channel, {"ok": True})
                 return
-            if operation == "channel" and descriptor is not None:
-                self._start_run_channel(socket.socket(fileno=descriptor))
-                send_message(self.channel, {"ok": True})
+            if operation == "channel":
+                send_message(self.channel, self._open_run_channel(descriptor).header)
                 continue
             if descriptor is not None:
                 os.close(descriptor)
@@ -262,10 +261,24 @@ class Monitor:
                 failure("protocol", f"operation {operation!r} is not served on the control channel")
             send_message(self.channel, reply.header, reply.attachments)
 
-    def _start_run_channel(self, channel: socket.socket) -> None:
+    def _open_run_channel(self, descriptor: int | None) -> Reply:
+        """Serve a new run channel on its own thread; return the reply to the host's request for it."""
+        if descriptor is None:
+            # The kernel drops a passed descriptor that this process has no room for.
+            log.warning("a run channel arrived without its descriptor")
+            return failure("resource", "the enclave could not take a new run channel, most likely because it has too "
+                                       "many open files; wait for runs to end, or close the enclave and run again")
+        channel = socket.socket(fileno=descriptor)
         thread = threading.Thread(target=self._serve_run_channel, args=(channel,), name="confidential_nb-run-channel",
                                   daemon=True)
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError as exc:
+            log.warning("could not start a thread for a run channel: %s", exc)
+            channel.close()
+            return failure("resource", "the enclave could not start a thread for a new run channel; wait for runs "
+                                       "to end, or close the enclave and run again")
+        return Reply({"ok": True})
 
     def _serve_run_channel(self, channel: socket.socket) -> None:
         """Serve runs and invokes on one run channel, one at a time, until the host closes it."""
@@ -287,7 +300,15 @@ class Monitor:
 
     def _serve_one_run(self, channel: socket.socket, header: dict[str, Any], attachments: list[Attachment]) -> bool:
         """Run one request and send its reply; return False when the host has gone."""
-        session = RunSession(channel, self._end_runner)
+        try:
+            session = RunSession(channel, self._end_runner)
+        except (OSError, RuntimeError) as exc:
+            # Without a watcher the run could not be cancelled, so it does not start.
+            log.warning("run %s: could not watch its channel: %s", header.get("run_id"), exc)
+            send_message(channel, failure("resource", "the enclave could not start the run, most likely because it "
+                                                      "has too many open files or threads; wait for runs to end and "
+                                                      "run again").header)
+            return True
         try:
             reply = self._handle_safely(header, attachments, session)
         finally:

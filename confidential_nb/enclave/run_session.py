@@ -53,7 +53,12 @@ class RunSession:
         self._finished = False
         self._stop_read, self._stop_write = os.pipe()
         self._watcher = threading.Thread(target=self._watch, name="confidential_nb-run-watcher", daemon=True)
-        self._watcher.start()
+        try:
+            self._watcher.start()
+        except RuntimeError:
+            os.close(self._stop_read)
+            os.close(self._stop_write)
+            raise
 
     # The runner
 
