@@ -13,6 +13,8 @@ import contextlib
 import logging
 import os
 import secrets
+import signal
+import time
 from pathlib import Path
 
 log = logging.getLogger("confidential_nb.enclave")
@@ -89,6 +91,31 @@ def _own_cgroup(controller: str) -> str | None:
 def join_cgroup(path: Path) -> None:
     """Move the calling process into the cgroup at `path`; its later children start there too."""
     (path / "cgroup.procs").write_text(str(os.getpid()))
+
+
+def kill_members_and_remove(path: Path, seconds: float = 2.0) -> None:
+    """Send SIGKILL to every process in the cgroup at `path`, then remove it once empty; log when that takes over `seconds`.
+
+    A monitor whose start is cut short calls this: the sandbox starter,
+    which would otherwise remove the cgroup, may not have got that far.
+    """
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            members = [int(pid) for pid in (path / "cgroup.procs").read_text().split()]
+        except OSError:
+            members = []
+        if not members:
+            with contextlib.suppress(OSError):
+                path.rmdir()
+                return
+        for pid in members:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        if time.monotonic() >= deadline:
+            log.info("could not remove the cgroup %s within %g s; the next enclave start removes it", path, seconds)
+            return
+        time.sleep(0.02)
 
 
 def leave_and_remove_cgroup(path: Path) -> None:

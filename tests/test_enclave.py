@@ -562,10 +562,12 @@ def test_enclave_close_removes_cgroup(key_home):
 
 
 @pytest.mark.parametrize("delay", [0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
-def test_interrupted_start_leaves_no_scratch_root(key_home, delay):
-    # Whether the interrupt lands before, during or after the zygote's start depends on the machine; none may leave one.
+def test_interrupted_start_leaves_nothing(key_home, delay):
+    # Whether the interrupt lands before, during or after the zygote's start depends on the machine.
+    # None may leave a scratch root or a cgroup.
     Enclave(key_home).close()
     before = _orphaned_scratch_roots()
+    cgroups_before = _orphaned_cgroups()
     local = Enclave(key_home)
     timer = threading.Timer(delay, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
@@ -576,6 +578,18 @@ def test_interrupted_start_leaves_no_scratch_root(key_home, delay):
         timer.join()
     local.close()
     assert _orphaned_scratch_roots() <= before
+    assert _orphaned_cgroups() <= cgroups_before
+
+
+def _orphaned_cgroups() -> set[Path]:
+    """Return the enclave cgroups whose monitor, named by the pid in the cgroup's name, has gone."""
+    found = set()
+    for pattern in ("*/confidential_nb-*", "*/*/confidential_nb-*", "confidential_nb-*"):
+        for path in Path("/sys/fs/cgroup").glob(pattern):
+            owner = path.name.split("-")[1]
+            if owner.isdigit() and not is_running(int(owner)):
+                found.add(path)
+    return found
 
 
 def test_monitor_raises_open_file_limit(key_home):

@@ -36,7 +36,7 @@ from ..protocol import (
     Attachment, DescriptorAttachment, MessageTooLargeError, OutgoingAttachment, PeerClosedError, ReceivedDescriptor,
     recv_fd, recv_message, send_fd, send_message,
 )
-from ..cgroup import cgroup_name, create_pids_cgroup
+from ..cgroup import cgroup_name, create_pids_cgroup, kill_members_and_remove
 from ..sandbox import Limits, SandboxState, clean_environment, layer_report, measured_layers
 from ..shared_buffers import BufferPool, default_retained_bytes
 from ..view import view_spec
@@ -141,8 +141,7 @@ class Monitor:
             # A start cut short (the host stopped it, or the zygote failed) leaves no scratch root or cgroup behind.
             shutil.rmtree(self.scratch_root, ignore_errors=True)
             if self.cgroup is not None:
-                with contextlib.suppress(OSError):
-                    self.cgroup.rmdir()
+                kill_members_and_remove(self.cgroup)
             raise
         try:
             self._finish_start(hello, view_reason, cgroup_reason, audit_hook, notebook_uid, input_cache_bytes)
