@@ -16,7 +16,7 @@ import pytest
 
 import confidential_nb
 from confidential_nb import Sealed
-from confidential_nb.enclave.spare import CELL_PID_IN_NAMESPACE, DEFAULT_POOL_SIZE
+from confidential_nb.enclave.spare import BACK_TO_BACK_SECONDS, CELL_PID_IN_NAMESPACE, DEFAULT_POOL_SIZE, runs_back_to_back
 from confidential_nb.sandbox import SINGLE_THREAD_ENVIRONMENT, bind_run_directory
 from processes import descendants, find_zygote, is_running, spare_processes, wait_until_gone
 
@@ -154,6 +154,26 @@ def test_no_zombies_after_many_runs(enclave):
     zombies = [pid for pid in descendants(zygote) if _parent(pid) == zygote and not is_running(pid)]
     # The last run's processes may still be dying; the earlier runs' ones must all be reaped.
     assert len(zombies) <= 3, f"zygote {zygote} has {len(zombies)} zombie children"
+
+
+@pytest.mark.parametrize(("starts", "expected"), [
+    ([], False),
+    ([5.0], False),
+    ([5.0, 5.02], True),
+    ([1.0, 5.0, 5.02], True),
+    ([5.0, 5.02, 5.5], False),
+    ([5.0, 5.0 + 2 * BACK_TO_BACK_SECONDS], False),
+])
+def test_runs_back_to_back(starts, expected):
+    assert runs_back_to_back(starts) is expected
+
+
+def test_warm_up_without_training():
+    # Spares prepared while runs come back to back leave the training cell out; the rest must still work.
+    from confidential_nb.enclave import runner
+
+    runner.warm_up(training=False)
+    runner.warm_up(lambda: True, training=False)
 
 
 def test_spare_holds_only_its_control_socket(enclave, key_home):

@@ -120,7 +120,7 @@ def _warm_up_frame() -> bytes:
     return encode_frame(frame)
 
 
-def warm_up(run_waiting: Callable[[], bool] = lambda: False) -> None:
+def warm_up(run_waiting: Callable[[], bool] = lambda: False, *, training: bool = True) -> None:
     """Run cells on a small synthetic frame, the way a run does, and drop the outcome.
 
     The first decode and cell run in a fresh process cost several times
@@ -129,7 +129,8 @@ def warm_up(run_waiting: Callable[[], bool] = lambda: False) -> None:
     before it forks, and a spare runner again while it waits, so a run pays
     for neither. The data belongs to no run. Between its steps the warm-up
     stops as soon as `run_waiting` returns True, because a waiting run
-    would only be delayed.
+    would only be delayed. Without `training`, the cell that trains a
+    model is left out.
     """
     from ..frame_codec import decode_frame
     from ..result_codec import decode_result
@@ -137,7 +138,7 @@ def warm_up(run_waiting: Callable[[], bool] = lambda: False) -> None:
     encoded = _warm_up_frame()
     decode_frame(encoded, copy=False)
     data = decode_frame(encoded)
-    for source in (_WARM_UP_AGGREGATE, _WARM_UP_TRAINING):
+    for source in (_WARM_UP_AGGREGATE, _WARM_UP_TRAINING) if training else (_WARM_UP_AGGREGATE,):
         if run_waiting():
             return
         namespace: dict[str, Any] = {"__name__": "__cell__", "__builtins__": __builtins__, "data": data}

@@ -24,6 +24,7 @@ tracks its spare by process id.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import os
@@ -31,6 +32,7 @@ import select
 import signal
 import socket
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +51,8 @@ SPARE_NAME = b"cnb-spare"
 RUN_NAME = b"cnb-run"
 _RELAY_NAME = b"cnb-relay"
 _INIT_NAME = b"cnb-init"
+# Runs that start less than this apart count as back to back (see `SparePool.refill`).
+BACK_TO_BACK_SECONDS = 0.1
 # The cell's process id inside its PID namespace: PID 1 relays its exit and forks it first.
 CELL_PID_IN_NAMESPACE = 2
 # Three spares cover back-to-back runs (see `SparePool`) for about 11 MiB of private memory each (a
@@ -95,6 +99,8 @@ class SparePool:
         self._namespaces = namespaces
         self._size = size
         self._spares: list[Spare] = []
+        # When the last two runs started, to tell runs that come back to back.
+        self._starts: collections.deque[float] = collections.deque(maxlen=2)
 
     @property
     def spare_pids(self) -> frozenset[int]:
@@ -102,9 +108,15 @@ class SparePool:
         return frozenset(spare.pid for spare in self._spares)
 
     def refill(self) -> None:
-        """Fork spares until the pool is full. While this process has more than one thread, none is forked."""
+        """Fork spares until the pool is full. While this process has more than one thread, none is forked.
+
+        While runs come back to back, spares leave out the warm-up's
+        training cell: it took about 7 ms of CPU on this 2-core machine, which would
+        then compete with the next run for a core.
+        """
+        training = not runs_back_to_back(list(self._starts))
         while len(self._spares) < self._size:
-            spare = fork_spare(self._scratch_root, self._namespaces)
+            spare = fork_spare(self._scratch_root, self._namespaces, training=training)
             if spare is None:
                 return
             self._spares.append(spare)
@@ -117,6 +129,7 @@ class SparePool:
         so `fork_spare` forks. `runner_fd` is closed here.
         """
         self._scratch_root, self._namespaces = str(header["scratch_root"]), bool(header.get("namespaces"))
+        self._starts.append(time.monotonic())
         try:
             while self._spares:
                 waiting = self._spares.pop(0)
@@ -134,8 +147,16 @@ class SparePool:
             os.close(runner_fd)
 
 
-def fork_spare(scratch_root: str, namespaces: bool) -> Spare | None:
-    """Fork a spare runner, or return None when this process has more than one thread and so must not fork."""
+def runs_back_to_back(starts: list[float]) -> bool:
+    """Return True when the last two of `starts` (monotonic times at which runs started) are under `BACK_TO_BACK_SECONDS` apart."""
+    return len(starts) >= 2 and starts[-1] - starts[-2] < BACK_TO_BACK_SECONDS
+
+
+def fork_spare(scratch_root: str, namespaces: bool, *, training: bool = True) -> Spare | None:
+    """Fork a spare runner, or return None when this process has more than one thread and so must not fork.
+
+    Without `training`, its warm-up leaves out the cell that trains a model.
+    """
     if thread_count() != 1:
         return None
     ours, theirs = socket.socketpair()
@@ -148,7 +169,7 @@ def fork_spare(scratch_root: str, namespaces: bool) -> Spare | None:
         _set_name(zygote_name)
     if pid == 0:
         ours.close()
-        _become_spare(theirs, scratch_root, namespaces, zygote_pid)
+        _become_spare(theirs, scratch_root, namespaces, zygote_pid, training)
     theirs.close()
     return Spare(pid, ours, namespaces, scratch_root)
 
@@ -193,7 +214,7 @@ def discard(spare: Spare) -> None:
     spare.reaped = True
 
 
-def _become_spare(control: socket.socket, scratch_root: str, namespaces: bool, zygote_pid: int) -> None:
+def _become_spare(control: socket.socket, scratch_root: str, namespaces: bool, zygote_pid: int, training: bool) -> None:
     """Prepare the forked child, wait for a run and run it. Never returns.
 
     With namespaces, the cell runs two forks further down (see
@@ -211,7 +232,7 @@ def _become_spare(control: socket.socket, scratch_root: str, namespaces: bool, z
         _close_descriptors_except(control.fileno())
         root = _enter_namespaces(control, scratch_root) if namespaces else None
 
-        prepared_filter = _prepare(control)
+        prepared_filter = _prepare(control, training)
         try:
             header, runner_fd = _await_run(control)
         except PeerClosedError:
@@ -279,7 +300,7 @@ def _enter_namespaces(control: socket.socket, scratch_root: str) -> int:
     return root
 
 
-def _prepare(control: socket.socket) -> seccomp.PreparedFilter | None:
+def _prepare(control: socket.socket, training: bool = True) -> seccomp.PreparedFilter | None:
     """Take the steps a run does not need: warm the library code up, reseed, build the seccomp filter.
 
     The warm-up stops early once the run waits, because from then on it
@@ -288,7 +309,7 @@ def _prepare(control: socket.socket) -> seccomp.PreparedFilter | None:
     `install_filter`.
     """
     if not _run_waiting(control):
-        runner.warm_up(lambda: _run_waiting(control))
+        runner.warm_up(lambda: _run_waiting(control), training=training)
     # After the warm-up, so the run's random state is fresh whatever the warm-up drew.
     runner.reseed()
     try:
