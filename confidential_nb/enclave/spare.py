@@ -111,8 +111,8 @@ class SparePool:
         """Fork spares until the pool is full. While this process has more than one thread, none is forked.
 
         While runs come back to back, spares leave out the warm-up's
-        training cell: it took about 7 ms of CPU on this 2-core machine, which would
-        then compete with the next run for a core.
+        training cell: it took about 7 ms of CPU on this 2-core machine,
+        which would then compete with the next run for a core.
         """
         training = not runs_back_to_back(list(self._starts))
         while len(self._spares) < self._size:
