@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -393,6 +394,26 @@ def test_closing_during_runs_names_the_cause(key_home: Path) -> None:
         with pytest.raises(confidential_nb.errors.EnclaveError, match="closed"):
             run.result(timeout=60)
     assert "Bad file descriptor" not in (key_home / "enclave.log").read_text()
+
+
+def test_close_leaves_no_plaintext_of_waiting_runs(key_home: Path, tmp_path: Path) -> None:
+    # A file-backed input is decrypted into the run's scratch directory. When close() ends the runs going on,
+    # waiting runs take their cores; none of them may leave its directory, and so the plaintext, behind.
+    plain = tmp_path / "plain.txt"
+    plain.write_bytes(b"PLAINTEXT-" * 4_000_000)
+    sealed = confidential_nb.sealing.seal_file(plain, tmp_path / "plain.sealed")
+    scratch = Path(tempfile.gettempdir())
+    # The race is narrow: before the fix, one round in three or five left a directory.
+    for _ in range(5):
+        enclave = Enclave(key_home)
+        enclave.run("1")
+        monitor = enclave.status()["monitor_pid"]
+        runs = [enclave.submit("import time\ntime.sleep(10)\n1", inputs={"data": sealed}) for _ in range(16)]
+        assert poll(lambda: enclave.status()["active_runs"] >= 1)
+        enclave.close()
+        for run in runs:
+            run.wait(30)
+        assert list(scratch.glob(f"confidential_nb-{monitor}-*")) == []
 
 
 def test_close_fails_queued_runs(key_home: Path) -> None:

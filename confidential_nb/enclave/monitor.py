@@ -54,6 +54,8 @@ DEFAULT_RUNNER_UID = 65534
 _ZYGOTE_START_SECONDS = 60.0
 # How long a runner whose channel closed may take to exit by itself before it is killed.
 _CRASH_GRACE_SECONDS = 2.0
+# How long closing waits for the runs going on to remove their scratch directories.
+_CLOSE_WAIT_SECONDS = 5.0
 # How long a timed-out runner gets after SIGINT, and again after SIGTERM, before SIGKILL.
 _ESCALATION_STEP_SECONDS = 0.5
 # How often the monitor polls the zygote for the exit of a runner it waits for.
@@ -348,8 +350,7 @@ class Monitor:
         except Exception:  # One bad request must not end the enclave; the host gets an error instead.
             if self.closing:
                 log.info("run %s stopped because the enclave is closing", header.get("run_id"))
-                return failure("closed", "the enclave was closed while the run was in progress; run it again, "
-                                         "which starts the enclave anew")
+                return _closed()
             log.exception("request %r failed inside the monitor", header.get("op"))
             return failure("internal", f"the enclave failed to handle the request; see enclave.log in {self.home}")
 
@@ -438,13 +439,18 @@ class Monitor:
     def _run_job(self, header: dict[str, Any], specs: list[dict[str, Any]], input_attachments: list[Attachment],
                  job: Job, session: RunSession) -> Reply:
         if not self._take_slot(session):
-            return _cancelled()
-        scratch = Path(tempfile.mkdtemp(prefix="run-", dir=self.scratch_root))
+            return _closed() if self.closing else _cancelled()
         try:
-            return self._run_in(scratch, header, specs, input_attachments, job, session)
+            # `close` sets the flag before it waits for the active runs, so a run past this check is waited for.
+            if self.closing:
+                return _closed()
+            scratch = Path(tempfile.mkdtemp(prefix="run-", dir=self.scratch_root))
+            try:
+                return self._run_in(scratch, header, specs, input_attachments, job, session)
+            finally:
+                self._clear_scratch(scratch)
+                shutil.rmtree(scratch, ignore_errors=True)
         finally:
-            self._clear_scratch(scratch)
-            shutil.rmtree(scratch, ignore_errors=True)
             with self._counts_lock:
                 self.active_runs -= 1
             self._slots.release()
@@ -721,6 +727,7 @@ class Monitor:
 
     def close(self) -> None:
         # Runs still going fail once the zygote's channel closes, and this flag gives them the reason.
+        # Waiting runs see it too and start no more, so none decrypts an input into a directory left behind.
         self.closing = True
         self.zygote_channel.close()
         try:
@@ -728,12 +735,25 @@ class Monitor:
         except subprocess.TimeoutExpired:
             self.zygote.kill()
             self.zygote.wait()
+        self._await_active_runs(_CLOSE_WAIT_SECONDS)
         # The sandbox starter removes the cgroup after the zygote ended.
         shutil.rmtree(self.scratch_root, ignore_errors=True)
         inputs: InputSources | None = getattr(self, "inputs", None)
         if inputs is not None:
             inputs.host_mappings.clear()
             inputs.pool.clear()
+
+    def _await_active_runs(self, seconds: float) -> None:
+        """Wait until the runs going on have removed their scratch directories, or `seconds` pass."""
+        if not hasattr(self, "_counts_lock"):
+            return  # The start was cut short before any run could begin.
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            with self._counts_lock:
+                if self.active_runs == 0:
+                    return
+            time.sleep(0.01)
+        log.warning("%d runs were still ending when the enclave closed", self.active_runs)
 
 
 def _hand_over(scratch: Path, uid: int, gid: int) -> None:
@@ -800,6 +820,11 @@ def import_result_guard() -> None:
 def parallel_run_limit() -> int:
     """Return how many runs may go on at once: one per core this process may use."""
     return max(1, len(os.sched_getaffinity(0)))
+
+
+def _closed() -> Reply:
+    return failure("closed", "the enclave was closed while the run was in progress; run it again, which starts "
+                             "the enclave anew")
 
 
 def _cancelled() -> Reply:
