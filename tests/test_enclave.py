@@ -608,6 +608,18 @@ def test_monitor_raises_open_file_limit(key_home):
     assert fields[3] == fields[4]
 
 
+def test_start_removes_stale_scratch_roots(key_home):
+    # A monitor killed with SIGKILL leaves its scratch root, with any file-backed input decrypted in it.
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    stale = Path(tempfile.gettempdir()) / f"confidential_nb-{ended.pid}-left"
+    (stale / "run-x").mkdir(parents=True)
+    (stale / "run-x" / "input").write_bytes(b"plaintext")
+    with Enclave(key_home) as local:
+        local.start()
+    assert not stale.exists()
+
+
 def _orphaned_scratch_roots() -> set[Path]:
     """Return the scratch roots in the temporary directory whose monitor, named by the pid in the root's name, has gone.
 

@@ -54,6 +54,8 @@ DEFAULT_RUNNER_UID = 65534
 _ZYGOTE_START_SECONDS = 60.0
 # How long a runner whose channel closed may take to exit by itself before it is killed.
 _CRASH_GRACE_SECONDS = 2.0
+# Each monitor's scratch root in the temporary directory is named this prefix, its pid and a random part.
+SCRATCH_PREFIX = "confidential_nb-"
 # How long closing waits for the runs going on to remove their scratch directories.
 _CLOSE_WAIT_SECONDS = 5.0
 # How long a timed-out runner gets after SIGINT, and again after SIGTERM, before SIGKILL.
@@ -128,7 +130,8 @@ class Monitor:
         self.debug = debug
         # Runs work outside the key home, so a runner's working directory does not point at the keys.
         # The name carries the monitor's pid, so each root's owner is known while several enclaves run on one machine.
-        self.scratch_root = Path(tempfile.mkdtemp(prefix=f"confidential_nb-{os.getpid()}-"))
+        remove_stale_scratch_roots()
+        self.scratch_root = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-"))
         self.runner_uid = runner_uid if os.geteuid() == 0 else os.getuid()
         self.runner_gid = runner_uid if os.geteuid() == 0 else os.getgid()
         self.service_account = service_account
@@ -754,6 +757,24 @@ class Monitor:
                     return
             time.sleep(0.01)
         log.warning("%d runs were still ending when the enclave closed", self.active_runs)
+
+
+def remove_stale_scratch_roots() -> None:
+    """Remove the scratch roots that monitors which no longer run left in the temporary directory.
+
+    A monitor killed with SIGKILL cannot remove its root, and a run's
+    file-backed input lies decrypted in it. Only roots this process owns
+    are removed.
+    """
+    for path in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"):
+        owner = path.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+        try:
+            if not owner.isdigit() or Path(f"/proc/{owner}").exists() or path.lstat().st_uid != os.geteuid():
+                continue
+        except OSError:
+            continue
+        log.info("removing the scratch root %s of monitor %s, which no longer runs", path, owner)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _hand_over(scratch: Path, uid: int, gid: int) -> None:
