@@ -339,7 +339,13 @@ class Enclave:
                 return self._idle_channels.pop(), self._generation
             ours, theirs = socket.socketpair()
             try:
-                reply = self._request({"op": "channel"}, _START_TIMEOUT_SECONDS, theirs.fileno())
+                # An interrupt in the middle of this short request would leave the control channel out of step,
+                # which closes the enclave and every run in it.
+                with _interrupts_deferred():
+                    reply = self._request({"op": "channel"}, _START_TIMEOUT_SECONDS, theirs.fileno())
+            except BaseException:
+                ours.close()
+                raise
             finally:
                 theirs.close()
             if not reply.get("ok"):

@@ -620,6 +620,34 @@ def test_start_removes_stale_scratch_roots(key_home):
     assert not stale.exists()
 
 
+def test_interrupt_during_channel_request_keeps_enclave(key_home, monkeypatch):
+    # Ctrl-C in the middle of the request for a run channel would leave the control channel out of step.
+    local = Enclave(key_home)
+    local.start()
+    monitor = local.status()["monitor_pid"]
+    original_request, original_receive = Enclave._request, confidential_nb.client.recv_message
+    asking: list[bool] = []
+
+    def request(self, header, timeout, descriptor=None):
+        asking.append(header.get("op") == "channel")
+        return original_request(self, header, timeout, descriptor)
+
+    def receive(channel, *arguments, **options):
+        # The interrupt arrives while the host waits for the monitor's reply to the channel request.
+        if asking and asking.pop():
+            os.kill(os.getpid(), signal.SIGINT)
+        return original_receive(channel, *arguments, **options)
+
+    monkeypatch.setattr(Enclave, "_request", request)
+    monkeypatch.setattr(confidential_nb.client, "recv_message", receive)
+    with pytest.raises(KeyboardInterrupt):
+        local.run("1")
+    monkeypatch.undo()
+    assert local.run("'after'").value == "after"
+    assert local.status()["monitor_pid"] == monitor
+    local.close()
+
+
 def _orphaned_scratch_roots() -> set[Path]:
     """Return the scratch roots in the temporary directory whose monitor, named by the pid in the root's name, has gone.
 
