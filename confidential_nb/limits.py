@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import resource
+
+log = logging.getLogger("confidential_nb.limits")
 
 DEFAULT_TIMEOUT_SECONDS = 600.0
 """Wall-clock limit of one run; the runner's process group is killed after it."""
@@ -74,3 +78,29 @@ def memory_limit_for(input_bytes: int, requested: int | None = None) -> int:
     if requested is not None:
         return requested
     return max(DEFAULT_MEMORY_BYTES, MEMORY_PER_INPUT_BYTE * input_bytes)
+
+
+# The open-file limit set when the hard limit is unlimited (Linux's default nr_open).
+MAX_OPEN_FILES = 1024 * 1024
+
+
+def raise_open_file_limit() -> bool:
+    """Raise this process's soft limit on open descriptors to its hard limit, as servers commonly do; return whether it rose.
+
+    The monitor calls this as it starts: each run going on, each cached
+    input and each waiting run channel keep a few descriptors open in it,
+    and soft limits of 1024 are common. Runners get their own limit when
+    they start. A host process calls it when a `Sealed`'s buffer finds no
+    descriptor free.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else MAX_OPEN_FILES
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return False
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError) as exc:
+        log.info("kept the open-file limit of %d: %s", soft, exc)
+        return False
+    log.info("raised the open-file limit from %d to %d", soft, target)
+    return True

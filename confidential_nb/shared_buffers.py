@@ -20,11 +20,14 @@ writes never reach the file.
 from __future__ import annotations
 
 import collections
+import errno
 import fcntl
 import logging
 import mmap
 import os
 import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 log = logging.getLogger("confidential_nb.shared_buffers")
 
@@ -49,16 +52,40 @@ def capacity_for(length: int) -> int:
     return max(step, -(-length // step) * step)
 
 
+T = TypeVar("T")
+
+
+def _with_descriptor_room(create: Callable[[], T]) -> T:
+    """Call `create`; when the process is out of descriptors, raise the soft limit once and call it again.
+
+    Each buffer keeps two descriptors (its memfd and the mapping's copy), so
+    a notebook that keeps hundreds of `Sealed` objects reaches a soft limit
+    of 1024. Past the hard limit, the error names the fix.
+    """
+    from .limits import raise_open_file_limit
+
+    try:
+        return create()
+    except OSError as exc:
+        if exc.errno != errno.EMFILE or not raise_open_file_limit():
+            if exc.errno == errno.EMFILE:
+                raise OSError(errno.EMFILE, "too many open files: each Sealed and each cached input keeps two "
+                                            "descriptors open; delete the ones you no longer need, or raise the "
+                                            "limit with `ulimit -n`") from None
+            raise
+    return create()
+
+
 class SharedBuffer:
     """A memfd of fixed capacity and this process's writable shared mapping of it."""
 
     def __init__(self, capacity: int, *, sealed: bool) -> None:
         if capacity <= 0:
             raise ValueError(f"invalid capacity {capacity}: a shared buffer needs at least one byte")
-        self.fd = os.memfd_create("confidential_nb", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        self.fd = _with_descriptor_room(lambda: os.memfd_create("confidential_nb", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING))
         try:
             os.ftruncate(self.fd, capacity)
-            self.mapping = mmap.mmap(self.fd, capacity)
+            self.mapping = _with_descriptor_room(lambda: mmap.mmap(self.fd, capacity))
             fcntl.fcntl(self.fd, _F_ADD_SEALS, (_READ_ONLY_SEALS if sealed else _SIZE_SEALS) | _F_SEAL_SEAL)
         except BaseException:
             os.close(self.fd)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -52,7 +54,7 @@ def test_pool_closes_buffers_beyond_its_bound():
 
 
 def test_pool_keeps_at_most_max_idle_buffers():
-    # Every idle buffer holds descriptors, so many small ones must not pile up below the byte bound.
+    # Every idle buffer keeps descriptors open, so many small ones must not pile up below the byte bound.
     pool = BufferPool(1024**3, sealed=False)
     buffers = [pool.acquire(pages * mmap.PAGESIZE) for pages in range(1, MAX_IDLE_BUFFERS + 9)]
     for buffer in buffers:
@@ -160,3 +162,29 @@ def test_owner_writes_after_sealing(sealed_buffer):
         assert os.pread(descriptor, 5, 0) == b"world"
     finally:
         os.close(descriptor)
+
+
+FILL_BUFFERS = """
+import resource
+from confidential_nb.shared_buffers import SharedBuffer
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, {hard}))
+buffers = [SharedBuffer(4096, sealed=False) for _ in range(60)]
+print(resource.getrlimit(resource.RLIMIT_NOFILE)[0] == hard)
+"""
+
+
+def test_buffers_past_soft_limit_raise_it():
+    # Each buffer keeps two descriptors, so 60 of them need more than a soft limit of 64.
+    completed = subprocess.run([sys.executable, "-c", FILL_BUFFERS.format(hard="hard")],
+                               capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "True"
+
+
+def test_buffers_past_hard_limit_explain():
+    completed = subprocess.run([sys.executable, "-c", FILL_BUFFERS.format(hard="64")],
+                               capture_output=True, text=True, timeout=60)
+    assert completed.returncode != 0
+    assert "too many open files" in completed.stderr
+    assert "ulimit -n" in completed.stderr

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import resource
 import select
 import signal
 import socket
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from ..errors import ConfidentialNBError
 from ..keys import ensure_keys
+from ..limits import raise_open_file_limit
 from ..protocol import send_message
 from .service import become_service_account, preload_monitor_modules, resolve_service_account
 
@@ -82,27 +82,6 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         monitor.close()
     return 0
-
-
-# The open-file limit the monitor sets when its hard limit is unlimited (Linux's default nr_open).
-MAX_OPEN_FILES = 1024 * 1024
-
-
-def raise_open_file_limit() -> None:
-    """Raise this process's soft limit on open descriptors to its hard limit, as servers commonly do.
-
-    Each run going on, each cached input and each waiting run channel keep
-    a few descriptors open in the monitor, and soft limits of 1024 are
-    common. Runners get their own limit when they start.
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = hard if hard != resource.RLIM_INFINITY else MAX_OPEN_FILES
-    if soft != resource.RLIM_INFINITY and soft >= target:
-        return
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    except (ValueError, OSError) as exc:
-        logging.getLogger("confidential_nb.enclave").info("kept the open-file limit of %d: %s", soft, exc)
 
 
 def watch_host(pid: int) -> None:
