@@ -30,6 +30,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from . import errors
+from .enclave.run_slots import RunSlots
 from .input_handles import InputHandles
 from .keys import SERVICE_USER_VARIABLE, PublicKey, home_dir, load_public_key
 from .protocol import OutgoingAttachment, ProtocolError, recv_message, send_fd, send_message
@@ -184,10 +185,12 @@ class Enclave:
         # Run channels not in use, of the monitor started `_generation`-th; each run takes one.
         self._idle_channels: list[socket.socket] = []
         self._generation = 0
+        # Why the monitor of each recent generation ended, for the runs it cut short.
+        self._end_reasons: dict[int, str] = {}
         self._key: PublicKey | None = None
         self._document: AttestationDocument | None = None
         self._lock = threading.Lock()
-        self._open_runs = threading.BoundedSemaphore(_MAX_OPEN_RUNS)
+        self._open_runs = RunSlots(_MAX_OPEN_RUNS)
         self._finalizer = weakref.finalize(self, _stop_process, None, None)
 
     def __repr__(self) -> str:
@@ -235,7 +238,7 @@ class Enclave:
             self._await_hello()
             self._key = self._verify_attestation()
         except BaseException:
-            self._close_locked()
+            self._close_locked("start")
             raise
 
     def _await_hello(self) -> None:
@@ -285,9 +288,13 @@ class Enclave:
         with self._lock:
             self._close_locked()
 
-    def _close_locked(self) -> None:
+    def _close_locked(self, reason: str = "closed") -> None:
+        """Stop the monitor; `reason` (a key of `_END_MESSAGES`) is what runs it cuts short are told."""
         process, channel = self._process, self._channel
         self._process = self._channel = None
+        self._end_reasons[self._generation] = reason
+        for old in [generation for generation in self._end_reasons if generation < self._generation - 16]:
+            del self._end_reasons[old]
         self._generation += 1
         for idle in self._idle_channels:
             idle.close()
@@ -310,18 +317,18 @@ class Enclave:
             reply, _ = recv_message(self._channel)
             return reply
         except TimeoutError:
-            self._close_locked()
+            self._close_locked("timeout")
             raise errors.EnclaveTimeoutError(
                 f"the enclave did not respond within {timeout:g} seconds and was restarted; try again"
             ) from None
         except (ProtocolError, OSError) as exc:
-            self._close_locked()
+            self._close_locked("stopped")
             raise errors.EnclaveError(
                 f"the enclave process stopped unexpectedly ({exc}); it restarts on the next run, see {self.home / 'enclave.log'}"
             ) from None
         except BaseException:
             # An interrupt leaves the channel mid-message, so the monitor cannot be reused.
-            self._close_locked()
+            self._close_locked("interrupted")
             raise
 
     # Run channels
@@ -333,7 +340,7 @@ class Enclave:
         """
         with self._lock:
             if since is not None and since != self._generation:
-                raise _closed_error()
+                raise self._ended_error(since)
             self._start_locked()
             if self._idle_channels:
                 return self._idle_channels.pop(), self._generation
@@ -368,7 +375,7 @@ class Enclave:
         """
         with self._lock:
             if generation != self._generation:
-                return _closed_error()
+                return self._ended_error(generation)
             process = self._process
         if process is not None and not _exits_within(process, _EXIT_WAIT_SECONDS):
             log.warning("a run channel failed while the monitor %d stays up: %s", process.pid, exc)
@@ -376,10 +383,15 @@ class Enclave:
                                        f"stays up, so run it again, and see {self.home / 'enclave.log'}")
         with self._lock:
             if generation == self._generation:
-                self._close_locked()
+                self._close_locked("stopped")
         return errors.EnclaveError(
             f"the enclave process stopped unexpectedly ({exc}); it restarts on the next run, see {self.home / 'enclave.log'}"
         )
+
+    def _ended_error(self, generation: int) -> errors.EnclaveError:
+        """Return the error for a run cut short because the monitor of `generation` ended."""
+        message = _END_MESSAGES[self._end_reasons.get(generation, "closed")]
+        return errors.EnclaveError(message.format(log=self.home / "enclave.log"))
 
     def _attest_locked(self, nonce: str, user_data: str | None = None) -> AttestationDocument:
         from .attestation import AttestationDocument
@@ -581,7 +593,7 @@ class Enclave:
             except TimeoutError:
                 with self._lock:
                     if generation == self._generation:
-                        self._close_locked()
+                        self._close_locked("timeout")
                 raise errors.EnclaveTimeoutError(
                     f"the enclave did not respond within {wait + _HOST_GRACE_SECONDS:g} seconds of the run's start "
                     "and was restarted; try the run again"
@@ -600,16 +612,22 @@ class Enclave:
                            self._document)
 
     def _wait_for_open_run(self, hooks: _RunHooks) -> None:
-        """Wait until fewer than `_MAX_OPEN_RUNS` runs of this enclave hold a channel, or raise if the run is cancelled first."""
-        if self._open_runs.acquire(blocking=False):
-            return
-        if hooks.queued is not None:
-            hooks.queued(True)
-        while not self._open_runs.acquire(timeout=_CANCEL_POLL_SECONDS):
-            if hooks.cancel is not None and hooks.cancel.is_set():
-                raise errors.RunCancelledError("the run was cancelled before it started; the enclave stays up for the "
-                                               "next run")
-        if hooks.queued is not None:
+        """Wait, first come first served, until fewer than `_MAX_OPEN_RUNS` runs of this enclave have a channel.
+
+        Raises RunCancelledError if the run is cancelled first.
+        """
+        waited = False
+
+        def waiting(place: int) -> None:
+            nonlocal waited
+            waited = True
+            if hooks.queued is not None:
+                hooks.queued(True)
+
+        if not self._open_runs.acquire(hooks.cancel or threading.Event(), waiting):
+            raise errors.RunCancelledError("the run was cancelled before it started; the enclave stays up for the "
+                                           "next run")
+        if waited and hooks.queued is not None:
             hooks.queued(False)
 
 
@@ -622,9 +640,17 @@ def _exits_within(process: subprocess.Popen[bytes], seconds: float) -> bool:
     return True
 
 
-def _closed_error() -> errors.EnclaveError:
-    return errors.EnclaveError("the enclave was closed (Enclave.close, or the end of its with block) while "
-                               "the run was in progress; run it again, which starts the enclave anew")
+# The error message of a run cut short by the end of its monitor, by the reason the monitor ended.
+_END_MESSAGES = {
+    "closed": "the enclave was closed (Enclave.close, or the end of its with block) while the run was in progress; "
+              "run it again, which starts the enclave anew",
+    "stopped": "the enclave process stopped unexpectedly while the run was in progress; it restarts on the next run, "
+               "see {log}",
+    "timeout": "the enclave stopped responding while the run was in progress and was restarted; run it again",
+    "interrupted": "an interrupt cut a request to the enclave short, so it was restarted while the run was in "
+                   "progress; run it again",
+    "start": "the enclave failed to start; run it again, and see {log}",
+}
 
 
 def _add_limits(request: dict[str, Any], timeout: float | None, memory: int | str | None) -> float:

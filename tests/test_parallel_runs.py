@@ -123,6 +123,34 @@ def test_host_bounds_open_runs(key_home: Path, monkeypatch: pytest.MonkeyPatch) 
         assert len(enclave._idle_channels) <= 3
 
 
+def test_host_waiting_runs_start_in_order(key_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(confidential_nb.client, "_MAX_OPEN_RUNS", 2)
+    with Enclave(key_home) as enclave:
+        enclave.run("1")
+        runs = []
+        for index in range(8):
+            runs.append(enclave.submit("import time\nstarted = time.time()\ntime.sleep(0.3)\nresult = started"))
+            time.sleep(0.02)
+        starts = [run.result(timeout=60).value for run in runs]
+    assert starts == sorted(starts)
+
+
+def test_killed_monitor_named_as_cause(local: Enclave) -> None:
+    # Runs cut short when another run finds the monitor dead must not blame Enclave.close.
+    limit = local.status()["max_parallel_runs"]
+    runs = [local.submit(SLEEP.format(seconds=30, value=index)) for index in range(limit + 3)]
+    assert poll(lambda: local.status()["active_runs"] == limit)
+    assert local._process is not None
+    local._process.kill()
+    messages = []
+    for run in runs:
+        with pytest.raises(confidential_nb.errors.EnclaveError) as caught:
+            run.result(timeout=60)
+        messages.append(str(caught.value))
+    assert all("stopped unexpectedly" in message for message in messages), messages
+    assert local.run("'after'").value == "after"
+
+
 def test_broken_channel_keeps_live_enclave(local: Enclave, monkeypatch: pytest.MonkeyPatch) -> None:
     # A run channel can fail while the monitor is up, for example when it had no descriptor left for that run.
     # Then only that run fails, and the enclave and its other runs go on.
