@@ -134,8 +134,8 @@ def bench_training(home: str, frame: Any, sealed: Sealed, runs: int, pause: floa
     """Print part (c): the demo's training in the enclave against the same cell in this process.
 
     Each round times, in turn, the training in this process, the trivial
-    cell in the enclave and the training in the enclave, the enclave runs
-    `pause` seconds apart. So the in-process time, the warm overhead and
+    cell in the enclave and the training in the enclave, each `pause`
+    seconds after the one before. So the in-process time, the warm overhead and
     the enclave's time come from the same minutes of a noisy machine.
     """
     def train_locally() -> None:
@@ -157,7 +157,8 @@ def bench_training(home: str, frame: Any, sealed: Sealed, runs: int, pause: floa
         for _ in range(3):
             enclave.run(TRIVIAL_CELL, inputs={"data": sealed})
         for _ in range(runs):
-            local += timings_ms(train_locally, 1)
+            # The pause lets the enclave's spare runners finish preparing, which would slow this process down.
+            local += timings_ms(train_locally, 1, pause)
             overhead += [value - trivial_local
                          for value in timings_ms(lambda: enclave.run(TRIVIAL_CELL, inputs={"data": sealed}), 1, pause)]
             remote += timings_ms(lambda: enclave.run(DEMO_CELL, inputs={"data": sealed}, params={"epochs": DEMO_EPOCHS}),
