@@ -55,10 +55,10 @@ _CANCEL_WAIT_SECONDS = 1.0
 _CANCEL_POLL_SECONDS = 0.1
 # While a run waits for a core, the monitor sends a notice every few seconds; this much silence means it hung.
 _QUEUED_SILENCE_SECONDS = 30.0
-# The most runs of one Enclave that have a run channel at once. More wait in the host, so that a burst of
-# submits cannot use up the monitor's descriptors and threads.
+# The maximum number of runs of one Enclave that have a run channel at once. More wait in the host,
+# so that a burst of submits cannot use up the monitor's descriptors and threads.
 _MAX_OPEN_RUNS = 64
-# The most idle run channels kept for reuse; the others are closed.
+# The maximum number of idle run channels kept for reuse; the others are closed.
 _MAX_IDLE_CHANNELS = 8
 # How long a broken run channel's monitor gets to exit before the enclave is taken to be still up.
 _EXIT_WAIT_SECONDS = 0.5
@@ -289,7 +289,7 @@ class Enclave:
             self._close_locked()
 
     def _close_locked(self, reason: str = "closed") -> None:
-        """Stop the monitor; `reason` (a key of `_END_MESSAGES`) is what runs it cuts short are told."""
+        """Stop the monitor; `reason` (a key of `_END_MESSAGES`) picks the error of the runs it cuts short."""
         process, channel = self._process, self._channel
         self._process = self._channel = None
         self._end_reasons[self._generation] = reason

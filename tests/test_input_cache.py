@@ -128,7 +128,7 @@ def test_cache_evicts_least_recently_used(key_home, wire):
 
 
 def test_cache_entry_count_bounded():
-    # Each entry holds descriptors in the monitor, so small inputs are bounded by count as well as by bytes.
+    # Each entry keeps descriptors open in the monitor, so small inputs are bounded by count as well as by bytes.
     header = confidential_nb.seal(_small_frames(1)[0]).header
     pool = BufferPool(1024**3, sealed=False)
     cache = InputCache(1024**3, pool)

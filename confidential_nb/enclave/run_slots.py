@@ -2,9 +2,9 @@
 
 A run that has to wait gets its place in the queue at once and again
 every `NOTICE_INTERVAL_SECONDS`. The monitor passes these notices on to
-the host, which then knows the run is waiting rather than running, and
-that the monitor is still alive, so its deadline for the run starts only
-when the run does.
+the host. They show that the run is waiting rather than running and that
+the monitor is still alive, so the host's deadline for the run starts
+only when the run does.
 """
 
 from __future__ import annotations
