@@ -181,7 +181,6 @@ class Monitor:
         self._zygote_lock = threading.Lock()
         self._counts_lock = threading.Lock()
         self.active_runs = 0
-        self.waiting_runs = 0
         self.closing = False
 
     def _start_zygote(self) -> tuple[subprocess.Popen[bytes], socket.socket, dict[str, Any], str | None]:
@@ -371,7 +370,7 @@ class Monitor:
                 account = self.service_account
                 return Reply({"ok": True, "zygote_pid": self.zygote.pid, "runs": self.runs, "layers": self.layers,
                               "service_account": f"{account.name} (uid {account.uid})" if account else None,
-                              "active_runs": self.active_runs, "waiting_runs": self.waiting_runs,
+                              "active_runs": self.active_runs, "waiting_runs": self._slots.waiting,
                               "max_parallel_runs": self.max_parallel_runs, "input_cache": self.inputs.cache.stats()})
             if operation in ("run", "invoke") and session is None:
                 return failure("protocol", f"{operation} requests go on a run channel")
@@ -472,17 +471,11 @@ class Monitor:
             queued = True
             session.send_notice({"op": "queued", "place": place})
 
-        with self._counts_lock:
-            self.waiting_runs += 1
-        try:
-            if not self._slots.acquire(session.cancelled, notify):
-                return False
-            if session.cancelled.is_set():
-                self._slots.release()
-                return False
-        finally:
-            with self._counts_lock:
-                self.waiting_runs -= 1
+        if not self._slots.acquire(session.cancelled, notify):
+            return False
+        if session.cancelled.is_set():
+            self._slots.release()
+            return False
         with self._counts_lock:
             self.active_runs += 1
         if queued:

@@ -126,7 +126,7 @@ def _seccomp_unavailable() -> str | None:
 def _serve_one(channel: socket.socket) -> None:
     """Handle one request from the monitor: a fork (with a descriptor) or the end of a runner."""
     header, runner_fd = recv_fd(channel)
-    _reap_dying()
+    _reap_exited_children()
     if header.get("op") == "end":
         _serve_end(channel, header)
         return
@@ -174,7 +174,7 @@ def _serve_end(channel: socket.socket, header: dict[str, Any]) -> None:
 
     With ``"reap": false`` (a run that replied normally) every process of
     the run gets SIGKILL at once and the reply follows right away. The
-    processes tear down their memory by themselves, and `_reap_dying`
+    processes tear down their memory by themselves, and `_reap_exited_children`
     collects them when the next request arrives. A process sent SIGKILL
     runs no more user code, so the monitor may then guard the reply.
     """
@@ -219,7 +219,7 @@ def _signal_runner(pid: int, number: int) -> None:
             os.kill(pid, number)
 
 
-def _reap_dying() -> None:
+def _reap_exited_children() -> None:
     """Reap every child that has exited, without waiting for the others.
 
     Besides the killed runs' relays, that is the PID 1 of each such run:
